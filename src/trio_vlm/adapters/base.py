@@ -1,0 +1,160 @@
+"""Model-family adapters: everything the engine and methods need to know about a model's internals.
+
+All code that depends on transformers' internal layout or keyword names lives in adapters, one module per
+family; methods and the engine only talk to this interface.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding for ``x`` (B, H, S, d) with ``cos``/``sin`` (B, S, d) (Llama's half-rotation layout)."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return x * cos + _rotate_half(x) * sin
+
+
+class ModelAdapter:
+    """Interface + shared helpers for Llama-style decoder stacks (Llama, Qwen2 and relatives)."""
+
+    family: str = "base"
+    #: Position convention the family's reference implementation uses after a drop.
+    default_position_mode: str = "compact"
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    # ---- modules -------------------------------------------------------------------------------------
+    @property
+    def multimodal_model(self) -> nn.Module:
+        """The module whose forward receives ``input_ids`` / ``inputs_embeds`` and runs the vision tower."""
+        raise NotImplementedError
+
+    @property
+    def language_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    @property
+    def decoder_layers(self) -> nn.ModuleList:
+        return self.language_model.layers
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.language_model.norm
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.model.lm_head
+
+    @property
+    def vision_tower(self) -> nn.Module:
+        raise NotImplementedError
+
+    @property
+    def vision_layers(self) -> nn.ModuleList:
+        raise NotImplementedError
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.decoder_layers)
+
+    @property
+    def attn_implementation(self) -> str:
+        return self.language_model.config._attn_implementation or "eager"
+
+    @property
+    def image_token_id(self) -> int:
+        raise NotImplementedError
+
+    # ---- call conventions (transformers-version sensitive) ------------------------------------------
+    cache_kwarg_names: tuple[str, ...] = ("cache", "past_key_values")
+
+    def find_cache(self, kwargs: dict[str, Any]) -> Any:
+        for name in self.cache_kwarg_names:
+            if kwargs.get(name) is not None:
+                return kwargs[name]
+        return None
+
+    def rotary(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.language_model.rotary_emb(hidden, position_ids)
+
+    def run_layer(self, index: int, hidden: torch.Tensor, layer_kwargs: dict[str, Any]) -> torch.Tensor:
+        """Run decoder layer ``index`` on ``hidden`` with the given mask/positions and no cache."""
+        kwargs = {k: v for k, v in layer_kwargs.items() if k not in self.cache_kwarg_names}
+        kwargs["use_cache"] = False
+        out = self.decoder_layers[index](hidden, **kwargs)
+        return out[0] if isinstance(out, tuple) else out
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.final_norm(hidden))
+
+    def visual_mask(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None) -> torch.Tensor:
+        """(B, S) bool: which prompt positions hold visual tokens."""
+        if input_ids is not None:
+            return input_ids == self.image_token_id
+        if inputs_embeds is None:
+            raise ValueError("need input_ids or inputs_embeds to locate image tokens")
+        embed = self.language_model.get_input_embeddings()
+        ref = embed(torch.tensor(self.image_token_id, device=inputs_embeds.device)).to(inputs_embeds.dtype)
+        return (inputs_embeds == ref).all(-1)
+
+    def image_layout(self, visual_mask_row: torch.Tensor) -> list[torch.Tensor]:
+        """Split one sample's visual positions into per-image runs."""
+        raise NotImplementedError
+
+    # ---- a decoder layer evaluated for a few query rows (fast probe) -------------------------------
+    def layer_rows(
+        self,
+        index: int,
+        hidden: torch.Tensor,
+        rows: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        padding: torch.Tensor,
+    ) -> torch.Tensor:
+        """Output of decoder layer ``index`` at positions ``rows`` (B, Q) only, without a cache.
+
+        Keys and values are computed for all S tokens (that is how gradients reach visual tokens); queries,
+        the attention output, the residual and the MLP only for the Q rows. Causal + padding masking as in
+        the full layer. Returns (B, Q, D).
+        """
+        layer = self.decoder_layers[index]
+        attn = layer.self_attn
+        bsz, seq, _ = hidden.shape
+        head_dim = attn.head_dim
+        x = layer.input_layernorm(hidden)
+        gather = rows.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+        x_rows = x.gather(1, gather)
+        q = attn.q_proj(x_rows).view(bsz, rows.shape[1], -1, head_dim).transpose(1, 2)
+        k = attn.k_proj(x).view(bsz, seq, -1, head_dim).transpose(1, 2)
+        v = attn.v_proj(x).view(bsz, seq, -1, head_dim).transpose(1, 2)
+        cos, sin = cos.expand(bsz, -1, -1), sin.expand(bsz, -1, -1)
+        rot_gather = rows.unsqueeze(-1).expand(-1, -1, cos.shape[-1])
+        q = apply_rope(q, cos.gather(1, rot_gather), sin.gather(1, rot_gather))
+        k = apply_rope(k, cos, sin)
+        groups = q.shape[1] // k.shape[1]
+        k = k.repeat_interleave(groups, dim=1)
+        v = v.repeat_interleave(groups, dim=1)
+        scores = (q @ k.transpose(-1, -2)).float() * attn.scaling
+        allowed = (torch.arange(seq, device=hidden.device)[None, None, :] <= rows[:, :, None]) & padding[
+            :, None, :
+        ]
+        scores = scores.masked_fill(~allowed[:, None], torch.finfo(scores.dtype).min)
+        probs = scores.softmax(-1).to(v.dtype)
+        out = (probs @ v).transpose(1, 2).reshape(bsz, rows.shape[1], -1)
+        h = hidden.gather(1, gather) + attn.o_proj(out)
+        return h + layer.mlp(layer.post_attention_layernorm(h))
+
+    # ---- vision side ---------------------------------------------------------------------------------
+    def cls_attention_from_input(self, layer: nn.Module, hidden_in: torch.Tensor) -> torch.Tensor:
+        """Head-averaged [CLS]→patch attention of a vision layer, recomputed from the layer's input."""
+        raise NotImplementedError

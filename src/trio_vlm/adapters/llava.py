@@ -1,0 +1,60 @@
+"""LLaVA-1.5 (``LlavaForConditionalGeneration``: CLIP tower + MLP projector + Llama) adapter."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trio_vlm.adapters.base import ModelAdapter
+
+
+class LlavaAdapter(ModelAdapter):
+    """Stock HF LLaVA-1.5. Reference position convention: contiguous renumbering after a drop."""
+
+    family = "llava-1.5"
+    default_position_mode = "compact"
+
+    @property
+    def multimodal_model(self) -> nn.Module:
+        return self.model.model
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self.model.model.language_model
+
+    @property
+    def vision_tower(self) -> nn.Module:
+        return self.model.model.vision_tower
+
+    @property
+    def vision_layers(self) -> nn.ModuleList:
+        tower = self.vision_tower
+        # transformers 5.x flattens CLIPVisionModel; 4.x nests it under .vision_model
+        inner = getattr(tower, "vision_model", tower)
+        return inner.encoder.layers
+
+    @property
+    def image_token_id(self) -> int:
+        return int(self.model.config.image_token_id)
+
+    @property
+    def tokens_per_image(self) -> int:
+        return int(self.model.config.image_seq_length)
+
+    def image_layout(self, visual_mask_row: torch.Tensor) -> list[torch.Tensor]:
+        positions = visual_mask_row.nonzero().flatten()
+        n = self.tokens_per_image
+        if positions.numel() % n:
+            raise ValueError(
+                f"found {positions.numel()} image tokens in a sample, not a multiple of the {n} tokens per image"
+            )
+        return list(positions.split(n))
+
+    def cls_attention_from_input(self, layer: nn.Module, hidden_in: torch.Tensor) -> torch.Tensor:
+        attn = layer.self_attn
+        x = layer.layer_norm1(hidden_in)
+        bsz, seq, _ = x.shape
+        q = attn.q_proj(x[:, :1]).view(bsz, 1, attn.num_heads, attn.head_dim).transpose(1, 2)
+        k = attn.k_proj(x).view(bsz, seq, attn.num_heads, attn.head_dim).transpose(1, 2)
+        probs = ((q @ k.transpose(-1, -2)).float() * attn.scale).softmax(-1)  # (B, H, 1, S)
+        return probs[:, :, 0, 1:].mean(1)

@@ -1,0 +1,98 @@
+"""``trio-vlm answer-file``: answer a LLaVA question file (as LLaVA's ``model_vqa_loader.py``), resumably."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import uuid
+from pathlib import Path
+
+from tqdm import tqdm
+
+from trio_vlm.cli.generation import generate_answer, generation_kwargs
+from trio_vlm.cli.jsonl_io import Question, append_line, chunk, finished_keys, read_questions
+from trio_vlm.cli.schedule_args import add_schedule_arguments, build_method, schedule_summary
+from trio_vlm.loading import load_image, load_model_and_processor, prompt_for
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``answer-file`` command."""
+    parser = subparsers.add_parser(
+        "answer-file", help="answer a JSONL question file into a JSONL answers file"
+    )
+    parser.add_argument("--model", "--model-path", dest="model", required=True, help="hub id or local path")
+    parser.add_argument("--question-file", required=True, help="JSONL lines with question_id, image, text")
+    parser.add_argument(
+        "--image-folder", default="", help="folder the questions' image paths are relative to"
+    )
+    parser.add_argument("--answers-file", required=True, help="JSONL output; existing answers are kept")
+    parser.add_argument("--conv-mode", default="vicuna_v1")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 means greedy decoding")
+    parser.add_argument("--top-p", "--top_p", dest="top_p", type=float)
+    parser.add_argument("--num-beams", "--num_beams", dest="num_beams", type=int, default=1)
+    parser.add_argument("--max-new-tokens", "--max_new_tokens", dest="max_new_tokens", type=int, default=128)
+    parser.add_argument("--num-chunks", type=int, default=1)
+    parser.add_argument("--chunk-idx", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto")
+    add_schedule_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _image_path(folder: str, question: Question) -> Path:
+    return Path(folder) / question.image
+
+
+def run(args: argparse.Namespace) -> int:
+    """Answer every question not yet in the answers file, one flushed line each."""
+    method = build_method(args)
+    prompt_for("", args.conv_mode)  # reject an unknown conv mode before any work
+    questions = chunk(read_questions(args.question_file), args.num_chunks, args.chunk_idx)
+    missing = [q for q in questions if not _image_path(args.image_folder, q).is_file()]
+    if missing:
+        q = missing[0]
+        raise FileNotFoundError(
+            f"image file not found: {_image_path(args.image_folder, q)} "
+            f"({args.question_file}:{q.line}; {len(missing)} missing in all)"
+        )
+    answers_path = Path(args.answers_file)
+    answers_path.parent.mkdir(parents=True, exist_ok=True)
+    done = finished_keys(answers_path)
+    todo = [q for q in questions if q.key not in done]
+    logger.info(
+        "%d questions, %d already answered, %d to do", len(questions), len(questions) - len(todo), len(todo)
+    )
+    if not todo:
+        return 0
+    model, processor = load_model_and_processor(args.model, device=args.device, dtype=args.dtype)
+    model_id = Path(os.fspath(args.model).rstrip("/")).name
+    gen_kwargs = generation_kwargs(args.max_new_tokens, args.temperature, args.top_p, args.num_beams)
+    schedule = schedule_summary(method)
+    with answers_path.open("a", encoding="utf-8") as fh:
+        for question in tqdm(todo, desc="answering", unit="q"):
+            image = load_image(_image_path(args.image_folder, question))
+            answer = generate_answer(
+                model, processor, image, prompt_for(question.text, args.conv_mode), method, gen_kwargs
+            )
+            metadata = {
+                **schedule,
+                "visual_tokens": [
+                    {"call": s.call, "stage": s.stage, "before": s.before, "after": s.after}
+                    for s in answer.stages
+                ],
+                "prefill_seconds": answer.prefill_seconds,
+                "total_seconds": answer.total_seconds,
+            }
+            record = {
+                "question_id": question.question_id,
+                "prompt": question.text,
+                "text": answer.text,
+                "answer_id": uuid.uuid4().hex,
+                "model_id": model_id,
+                "metadata": metadata,
+            }
+            append_line(fh, record)
+    return 0

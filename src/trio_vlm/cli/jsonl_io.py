@@ -1,0 +1,101 @@
+"""LLaVA-format question and answer files: read questions, resume answers, append lines durably."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+logger = logging.getLogger(__name__)
+
+QUESTION_KEYS = ("question_id", "image", "text")
+
+
+@dataclass(frozen=True)
+class Question:
+    """One line of a question file."""
+
+    question_id: Any
+    image: str
+    text: str
+    line: int
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Resume key: some benchmarks (MME) reuse a question id for different prompts."""
+        return (str(self.question_id), self.text)
+
+
+def read_questions(path: str | os.PathLike[str]) -> list[Question]:
+    """Parse a JSONL question file; ``ValueError`` names the line of a malformed entry."""
+    questions = []
+    with open(path, encoding="utf-8") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                entry = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: malformed JSON ({exc.msg})") from exc
+            if not isinstance(entry, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(entry).__name__}")
+            missing = [key for key in QUESTION_KEYS if key not in entry]
+            if missing:
+                raise ValueError(f"{path}:{number}: missing key(s) {', '.join(missing)}")
+            if not isinstance(entry["image"], str) or not isinstance(entry["text"], str):
+                raise ValueError(f"{path}:{number}: 'image' and 'text' must be strings")
+            questions.append(Question(entry["question_id"], entry["image"], entry["text"], number))
+    return questions
+
+
+def chunk(questions: list[Question], num_chunks: int, chunk_idx: int) -> list[Question]:
+    """The ``chunk_idx``-th of ``num_chunks`` contiguous slices, as LLaVA's ``get_chunk`` splits."""
+    if num_chunks < 1 or not 0 <= chunk_idx < num_chunks:
+        raise ValueError(f"need 0 <= --chunk-idx < --num-chunks, got {chunk_idx} and {num_chunks}")
+    size = math.ceil(len(questions) / num_chunks) if questions else 0
+    return questions[chunk_idx * size : (chunk_idx + 1) * size]
+
+
+def finished_keys(path: str | os.PathLike[str]) -> set[tuple[str, str]]:
+    """Keys of the answers already in ``path``, cutting off a truncated last line so appends stay valid.
+
+    A line that does not parse is tolerated only at the end of the file (an interrupted write); anywhere
+    else it raises ``ValueError`` with its line number.
+    """
+    path = Path(path)
+    if not path.exists():
+        return set()
+    data = path.read_bytes()
+    keys: set[tuple[str, str]] = set()
+    offset, good_end = 0, 0
+    lines = data.split(b"\n")
+    for number, raw in enumerate(lines, start=1):
+        end = offset + len(raw) + (1 if number < len(lines) else 0)
+        if raw.strip():
+            try:
+                entry = json.loads(raw)
+                keys.add((str(entry["question_id"]), entry["prompt"]))
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+                if any(rest.strip() for rest in lines[number:]):
+                    raise ValueError(f"{path}:{number}: malformed answer line ({exc})") from exc
+                logger.warning("%s:%d: dropping a truncated last line", path, number)
+                break
+        offset = good_end = end
+    if good_end < len(data) or (data and not data.endswith(b"\n")):
+        with open(path, "r+b") as fh:
+            fh.truncate(good_end)
+            if good_end and not data[:good_end].endswith(b"\n"):
+                fh.seek(good_end)
+                fh.write(b"\n")
+    return keys
+
+
+def append_line(fh: IO[str], record: dict[str, Any]) -> None:
+    """Write one JSON line and push it to disk, so a crash never loses a finished answer."""
+    fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    fh.flush()
+    os.fsync(fh.fileno())

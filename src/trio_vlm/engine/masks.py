@@ -1,0 +1,40 @@
+"""Per-layer attention masks for pruned sequences, in the format each attention backend expects."""
+
+from __future__ import annotations
+
+import torch
+
+SUPPORTED_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
+
+
+def allowed_matrix(padding: torch.Tensor, q_len: int) -> torch.Tensor:
+    """(B, 1, q, kv) bool: query row r (the r-th of the last ``q_len`` tokens) may see key c.
+
+    Causal over the layer's own key sequence, restricted to real keys. A padding query row would see no key
+    at all; it is allowed its own key so no row is fully masked (that yields NaN in SDPA, and NaN values in the
+    cache poison later steps even when masked out). Real rows are unaffected.
+    """
+    kv = padding.shape[1]
+    q_pos = torch.arange(kv - q_len, kv, device=padding.device)
+    k_pos = torch.arange(kv, device=padding.device)
+    causal = k_pos[None, :] <= q_pos[:, None]
+    allowed = causal[None] & padding[:, None, :]
+    own = (k_pos[None, :] == q_pos[:, None])[None] & ~padding[:, -q_len:, None]
+    return (allowed | own).unsqueeze(1)
+
+
+def layer_attention_mask(
+    padding: torch.Tensor, q_len: int, implementation: str, dtype: torch.dtype
+) -> torch.Tensor | None:
+    """The ``attention_mask`` a decoder layer receives for a key sequence with validity ``padding`` (B, kv)."""
+    if implementation == "sdpa":
+        return allowed_matrix(padding, q_len)
+    if implementation == "eager":
+        allowed = allowed_matrix(padding, q_len)
+        zero = torch.zeros((), dtype=dtype, device=padding.device)
+        return torch.where(allowed, zero, torch.finfo(dtype).min)
+    if implementation in ("flash_attention_2", "flash_attention_3"):
+        return None if bool(padding.all()) else padding.to(torch.int32)
+    raise ValueError(
+        f"unsupported attention implementation {implementation!r} for pruning; use one of {SUPPORTED_ATTENTION}"
+    )

@@ -1,0 +1,436 @@
+"""The pruning engine: forward hooks on a stock HF model that drop visual tokens during prefill.
+
+Written once for every method and model family. Hooks (no model code is forked):
+
+* multimodal model, pre/post: find the visual tokens of a new prefill, time it;
+* vision layers the method asks for, pre: recompute the [CLS]→patch attention rows;
+* language model, pre/post: capture the 2-D mask and positions of the call; count decode tokens;
+* every decoder layer, pre: run a stage where the schedule says so (gather hidden states, re-pad, renumber),
+  and give every layer that sees a pruned sequence its own mask and rotary embeddings — in prefill and in
+  decode, where each layer's cache has its own length.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from trio_vlm.adapters.base import ModelAdapter
+from trio_vlm.engine.masks import layer_attention_mask
+from trio_vlm.engine.state import SequenceState, gather_hidden, last_valid_index
+from trio_vlm.events import PruneEvent
+from trio_vlm.methods.base import Group, Selection, StageContext, TokenMethod
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _StageRecord:
+    """What decode needs to know about the layers from ``first_layer`` on: their prefill key validity."""
+
+    first_layer: int
+    padding: torch.Tensor
+    dropped: torch.Tensor
+
+
+@dataclass
+class _Call:
+    """State of one prefill and the decode steps that follow it."""
+
+    index: int
+    visual_mask: torch.Tensor | None = None
+    cls_rows: dict[int, torch.Tensor] = field(default_factory=dict)
+    prefill_len: int = 0
+    state: SequenceState | None = None
+    stages: list[_StageRecord] = field(default_factory=list)
+    decoded: int = 0
+    kwargs_cache: dict[int, dict[str, Any]] = field(default_factory=dict)
+    in_prefill: bool = False
+    step_attention_mask: torch.Tensor | None = None
+    step_position_ids: torch.Tensor | None = None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class PruneSession:
+    """Installs the hooks for one ``(model, method)`` pair and records what they do."""
+
+    def __init__(self, model: nn.Module, adapter: ModelAdapter, method: TokenMethod) -> None:
+        self.model = model
+        self.adapter = adapter
+        self.method = method
+        self.schedule = method.schedule()
+        self.schedule.validate(adapter.num_layers)
+        self.position_mode = method.position_mode or adapter.default_position_mode
+        if self.position_mode not in ("compact", "original"):
+            raise ValueError(f"unknown position convention {self.position_mode!r}")
+        self.events: list[PruneEvent] = []
+        self.prefill_seconds: list[float] = []
+        self._handles: list[Any] = []
+        self._call: _Call | None = None
+        self._calls = 0
+        self._t0 = 0.0
+        # generate() in transformers 5.x encodes images before the first forward: keep what the vision hooks
+        # saw (and when the tower started) until the prefill that consumes it.
+        self._pending_cls: dict[int, torch.Tensor] = {}
+        self._vision_t0: float | None = None
+        self._in_stage = False  # a method may run decoder layers itself (e.g. the reference probe)
+        n_vision = len(adapter.vision_layers)
+        self._cls_layers = {}
+        for idx in method.cls_attention_layers():
+            if not -n_vision <= idx < n_vision:
+                raise ValueError(f"vision layer {idx} out of range for a tower with {n_vision} layers")
+            self._cls_layers[idx % n_vision] = idx
+        stages: dict[int, tuple[str | int, int]] = {}
+        if self.schedule.has_encoder_stage:
+            stages[0] = ("encoder", self.schedule.visual_token_num)
+        for layer, count in zip(self.schedule.layer_list, self.schedule.image_token_list):
+            stages[layer] = (layer, count)
+        self._stages = stages
+
+    # ---- install / remove ---------------------------------------------------------------------------
+    def install(self) -> None:
+        mm = self.adapter.multimodal_model
+        self._handles.append(mm.register_forward_pre_hook(self._mm_pre, with_kwargs=True))
+        self._handles.append(mm.register_forward_hook(self._mm_post, with_kwargs=True))
+        lm = self.adapter.language_model
+        self._handles.append(lm.register_forward_pre_hook(self._lm_pre, with_kwargs=True))
+        self._handles.append(lm.register_forward_hook(self._lm_post, with_kwargs=True))
+        for i, layer in enumerate(self.adapter.decoder_layers):
+            self._handles.append(layer.register_forward_pre_hook(self._layer_hook(i), with_kwargs=True))
+        tower = self.adapter.vision_tower
+        self._handles.append(tower.register_forward_pre_hook(self._vision_start))
+        for i in self._cls_layers:
+            layer = self.adapter.vision_layers[i]
+            self._handles.append(layer.register_forward_pre_hook(self._vision_hook(i), with_kwargs=True))
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._call = None
+
+    # ---- multimodal model: new prefill? ------------------------------------------------------------
+    def _is_prefill(self, kwargs: dict[str, Any]) -> bool:
+        cache = self.adapter.find_cache(kwargs)
+        return cache is None or cache.get_seq_length() == 0
+
+    def _mm_pre(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        if not self._is_prefill(kwargs):
+            return
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        embeds = kwargs.get("inputs_embeds")
+        self._call = _Call(index=self._calls, in_prefill=True)
+        self._calls += 1
+        self._call.visual_mask = self.adapter.visual_mask(input_ids, embeds)
+        self._call.cls_rows = self._pending_cls
+        device = (input_ids if input_ids is not None else embeds).device
+        _sync(device)
+        self._t0 = self._vision_t0 if self._vision_t0 is not None else time.perf_counter()
+
+    def _mm_post(self, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> None:
+        call = self._call
+        if call is None or not call.in_prefill:
+            return
+        call.in_prefill = False
+        _sync(call.visual_mask.device)
+        self.prefill_seconds.append(time.perf_counter() - self._t0)
+        self._pending_cls = {}
+        self._vision_t0 = None
+
+    def _vision_start(self, module: nn.Module, args: tuple) -> None:
+        if self._vision_t0 is None:
+            self._vision_t0 = time.perf_counter()
+
+    def _vision_hook(self, index: int):
+        def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+            hidden = kwargs.get("hidden_states", args[0] if args else None)
+            with torch.no_grad():
+                rows = self.adapter.cls_attention_from_input(module, hidden)
+            self._pending_cls[self._cls_layers[index]] = rows
+
+        return hook
+
+    # ---- language model: per-call inputs -----------------------------------------------------------
+    def _lm_pre(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        call = self._call
+        if call is None:
+            return
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is None:
+            raise ValueError("trio-vlm expects the language model to be called with inputs_embeds")
+        mask2d = kwargs.get("attention_mask")
+        if mask2d is not None and mask2d.dim() != 2:
+            raise ValueError("trio-vlm needs a 2-D attention_mask (or None), got a prepared 4-D mask")
+        call.kwargs_cache.clear()
+        call.step_attention_mask = mask2d
+        call.step_position_ids = kwargs.get("position_ids")
+        if call.in_prefill and call.state is None:
+            self._start_prefill(call, embeds, mask2d, kwargs.get("position_ids"))
+
+    def _lm_post(self, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> None:
+        call = self._call
+        if call is None or call.state is None or call.in_prefill:
+            return
+        call.decoded += kwargs["inputs_embeds"].shape[1]
+
+    def _start_prefill(
+        self,
+        call: _Call,
+        embeds: torch.Tensor,
+        mask2d: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+    ) -> None:
+        bsz, seq, _ = embeds.shape
+        device = embeds.device
+        visual = call.visual_mask.to(device)
+        if visual.shape != (bsz, seq):
+            raise ValueError(f"image-token mask {tuple(visual.shape)} does not match the prompt {(bsz, seq)}")
+        if not bool(visual.any()):
+            raise ValueError(
+                f"no image tokens (id {self.adapter.image_token_id}) in the input: put the image placeholder "
+                "in the prompt (e.g. via the processor) so there is something to prune"
+            )
+        padding = torch.ones(bsz, seq, dtype=torch.bool, device=device) if mask2d is None else mask2d.bool()
+        pad_left = bool((~padding[:, 0]).any()) and bool(padding[:, -1].all())
+        image = torch.full((bsz, seq), -1, dtype=torch.long, device=device)
+        vis_index = torch.full((bsz, seq), -1, dtype=torch.long, device=device)
+        for b in range(bsz):
+            for m, pos in enumerate(self.adapter.image_layout(visual[b])):
+                image[b, pos] = m
+            n = int(visual[b].sum())
+            vis_index[b, visual[b]] = torch.arange(n, device=device)
+        if position_ids is None:
+            position_ids = torch.arange(seq, device=device)[None].expand(bsz, -1)
+        position_ids = position_ids.expand(bsz, -1)
+        call.prefill_len = seq
+        call.state = SequenceState(
+            padding=padding,
+            visual=vis_index,
+            image=image,
+            original_positions=position_ids.clone(),
+            positions=position_ids.clone(),
+            dropped=torch.zeros(bsz, dtype=torch.long, device=device),
+            pad_left=pad_left,
+        )
+
+    # ---- decoder layers ------------------------------------------------------------------------------
+    def _layer_hook(self, index: int):
+        def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any]):
+            call = self._call
+            if call is None or call.state is None or self._in_stage:
+                return None
+            hidden = args[0] if args else kwargs.pop("hidden_states")
+            rest = args[1:] if args else ()
+            changed = False
+            if call.in_prefill:
+                kwargs, hidden, changed = self._prefill_layer(call, index, hidden, kwargs)
+            elif call.stages and index >= call.stages[0].first_layer:
+                kwargs = {**kwargs, **self._decode_kwargs(call, index, hidden)}
+                changed = True
+            if not changed:
+                return None
+            return (hidden, *rest), kwargs
+
+        return hook
+
+    def _state_kwargs(self, state: SequenceState, hidden: torch.Tensor) -> dict[str, Any]:
+        mask = layer_attention_mask(
+            state.padding, state.length, self.adapter.attn_implementation, hidden.dtype
+        )
+        return {
+            "attention_mask": mask,
+            "position_ids": state.positions,
+            "position_embeddings": self.adapter.rotary(hidden, state.positions),
+        }
+
+    def _prefill_layer(self, call: _Call, index: int, hidden: torch.Tensor, kwargs: dict[str, Any]):
+        changed = bool(call.stages)
+        if changed:
+            if "prefill" not in call.kwargs_cache:
+                call.kwargs_cache["prefill"] = self._state_kwargs(call.state, hidden)
+            kwargs = {**kwargs, **call.kwargs_cache["prefill"]}
+        if index in self._stages:
+            stage, count = self._stages[index]
+            new_hidden = self._run_stage(call, stage, index, count, hidden, kwargs)
+            if new_hidden is not None:
+                hidden = new_hidden
+                call.kwargs_cache["prefill"] = self._state_kwargs(call.state, hidden)
+                kwargs = {**kwargs, **call.kwargs_cache["prefill"]}
+                changed = True
+        return kwargs, hidden, changed
+
+    def _decode_kwargs(self, call: _Call, index: int, hidden: torch.Tensor) -> dict[str, Any]:
+        record = next(r for r in reversed(call.stages) if r.first_layer <= index)
+        key = record.first_layer
+        if key in call.kwargs_cache:
+            return call.kwargs_cache[key]
+        bsz, q_len, _ = hidden.shape
+        device = hidden.device
+        seen = call.decoded + q_len
+        step_mask = call.step_attention_mask
+        if step_mask is not None:
+            new_mask = step_mask[:, call.prefill_len :].bool()
+            if new_mask.shape[1] != seen:
+                raise ValueError(
+                    f"attention_mask has {step_mask.shape[1]} columns; expected prefill {call.prefill_len} + "
+                    f"{seen} decoded tokens"
+                )
+        else:
+            new_mask = torch.ones(bsz, seen, dtype=torch.bool, device=device)
+        padding = torch.cat([record.padding, new_mask], dim=1)
+        positions = call.step_position_ids
+        if positions is None:
+            base = call.prefill_len + call.decoded
+            positions = (torch.arange(q_len, device=device) + base)[None].expand(bsz, -1)
+        positions = positions.expand(bsz, -1)
+        if self.position_mode == "compact":
+            positions = positions - record.dropped[:, None]
+        out = {
+            "attention_mask": layer_attention_mask(
+                padding, q_len, self.adapter.attn_implementation, hidden.dtype
+            ),
+            "position_ids": positions,
+            "position_embeddings": self.adapter.rotary(hidden, positions),
+        }
+        call.kwargs_cache[key] = out
+        return out
+
+    # ---- a stage -------------------------------------------------------------------------------------
+    def _groups(self, call: _Call, count: int) -> tuple[list[Group], list[Group]]:
+        """(groups to prune, groups kept whole) — one group per image per sample."""
+        state = call.state
+        to_prune, whole = [], []
+        row = 0
+        for b in range(state.padding.shape[0]):
+            n_images = int(state.image[b].max()) + 1
+            for m in range(n_images):
+                pos = (state.image[b] == m).nonzero().flatten()
+                g = Group(
+                    sample=b,
+                    image_row=row,
+                    positions=pos,
+                    original=state.visual[b, pos],
+                    keep=min(count, int(pos.numel())),
+                )
+                row += 1
+                (to_prune if g.keep < g.size else whole).append(g)
+        return to_prune, whole
+
+    def _run_stage(
+        self,
+        call: _Call,
+        stage: str | int,
+        index: int,
+        count: int,
+        hidden: torch.Tensor,
+        kwargs: dict[str, Any],
+    ) -> torch.Tensor | None:
+        state = call.state
+        to_prune, whole = self._groups(call, count)
+        selection = Selection(kept=[], scores=[])
+        if to_prune:
+            missing = (
+                [i for i in self._cls_layers.values() if i not in call.cls_rows] if stage == "encoder" else []
+            )
+            if missing:
+                raise RuntimeError(f"vision [CLS] attention for layers {missing} was not captured")
+            ctx = StageContext(
+                stage=stage,
+                layer_index=index,
+                hidden=hidden,
+                groups=to_prune,
+                padding=state.padding,
+                last_valid=last_valid_index(state.padding),
+                layer_kwargs=kwargs,
+                adapter=self.adapter,
+                cls_attention=call.cls_rows,
+            )
+            self._in_stage = True
+            try:
+                selection = self.method.select(ctx)
+            finally:
+                self._in_stage = False
+            self._check_selection(selection, to_prune)
+        self._record(call, stage, index, to_prune, whole, selection)
+        if not to_prune:
+            return None
+        keep = torch.ones_like(state.padding)
+        for g, kept in zip(to_prune, selection.kept):
+            drop = torch.ones(g.size, dtype=torch.bool, device=keep.device)
+            drop[kept] = False
+            keep[g.sample, g.positions[drop]] = False
+        hidden = hidden.clone()
+        for i, g in enumerate(to_prune):
+            if selection.replacement is not None and selection.replacement[i] is not None:
+                hidden[g.sample, g.positions[selection.kept[i]]] = selection.replacement[i].to(hidden.dtype)
+        new_state, src, valid = state.gather(keep, compact=self.position_mode == "compact")
+        call.state = new_state
+        call.stages.append(
+            _StageRecord(first_layer=index, padding=new_state.padding, dropped=new_state.dropped)
+        )
+        return gather_hidden(hidden, src, valid)
+
+    @staticmethod
+    def _check_selection(selection: Selection, groups: list[Group]) -> None:
+        if len(selection.kept) != len(groups):
+            raise RuntimeError(f"method returned {len(selection.kept)} selections for {len(groups)} images")
+        for g, kept in zip(groups, selection.kept):
+            if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= g.size):
+                raise RuntimeError(f"method selected an index outside 0..{g.size - 1}")
+            if kept.numel() > 1 and not bool((kept[1:] > kept[:-1]).all()):
+                raise RuntimeError("method must return strictly ascending, unique indices")
+            if kept.numel() == 0:
+                raise RuntimeError("method kept no token of an image")
+
+    def _record(
+        self,
+        call: _Call,
+        stage: str | int,
+        index: int,
+        to_prune: list[Group],
+        whole: list[Group],
+        sel: Selection,
+    ) -> None:
+        bsz = call.state.padding.shape[0]
+        cand = [[] for _ in range(bsz)]
+        scores: list[list] = [[] for _ in range(bsz)]
+        kept = [[] for _ in range(bsz)]
+        for i, g in enumerate(to_prune):
+            cand[g.sample].append(g.original)
+            scores[g.sample].append(sel.scores[i])
+            kept[g.sample].append(g.original[sel.kept[i]])
+        for g in whole:
+            cand[g.sample].append(g.original)
+            scores[g.sample].append(None)
+            kept[g.sample].append(g.original)
+        empty = torch.empty(0, dtype=torch.long, device=call.state.padding.device)
+
+        def cat(parts: list[torch.Tensor]) -> torch.Tensor:
+            return torch.sort(torch.cat(parts)).values if parts else empty
+
+        def cat_scores(b: int) -> torch.Tensor | None:
+            if not scores[b] or any(s is None for s in scores[b]):
+                return None
+            order = torch.argsort(torch.cat(cand[b]))
+            return torch.cat([s.float() for s in scores[b]])[order].detach().cpu()
+
+        self.events.append(
+            PruneEvent(
+                stage=stage,
+                layer_index=index,
+                call=call.index,
+                method=self.method.name,
+                candidates=[cat(c).cpu() for c in cand],
+                scores=[cat_scores(b) for b in range(bsz)],
+                kept=[cat(k).cpu() for k in kept],
+            )
+        )

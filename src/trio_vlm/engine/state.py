@@ -1,0 +1,74 @@
+"""Per-token bookkeeping of a pruned prefill and the one place where sequences are gathered and re-padded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def last_valid_index(padding: torch.Tensor) -> torch.Tensor:
+    """(B,) index of each row's last real token."""
+    seq = padding.shape[1]
+    return seq - 1 - padding.flip(1).int().argmax(1)
+
+
+@dataclass
+class SequenceState:
+    """What each position of the current (possibly pruned) prefill sequence is.
+
+    ``padding`` real tokens; ``visual`` the sample-level original visual index (-1 for text/padding);
+    ``image`` which image of the sample the token belongs to (-1 otherwise); ``original_positions`` the
+    position ids before any drop; ``positions`` those the layers use now; ``dropped`` tokens dropped per sample.
+    """
+
+    padding: torch.Tensor
+    visual: torch.Tensor
+    image: torch.Tensor
+    original_positions: torch.Tensor
+    positions: torch.Tensor
+    dropped: torch.Tensor
+    pad_left: bool
+
+    @property
+    def length(self) -> int:
+        return int(self.padding.shape[1])
+
+    def gather(self, keep: torch.Tensor, compact: bool) -> tuple[SequenceState, torch.Tensor, torch.Tensor]:
+        """Keep positions where ``keep`` (B, S) is True; returns the new state, the (B, S') source index and
+        the (B, S') validity of each new slot (re-padding slots are False)."""
+        counts = keep.sum(1)
+        new_len = int(counts.max())
+        bsz = keep.shape[0]
+        slot = torch.arange(new_len, device=keep.device)[None, :].expand(bsz, -1)
+        if self.pad_left:
+            valid = slot >= (new_len - counts)[:, None]
+            rank = slot - (new_len - counts)[:, None]
+        else:
+            valid = slot < counts[:, None]
+            rank = slot
+        # source index of the r-th kept token of each row
+        order = torch.sort((~keep).int(), dim=1, stable=True).indices  # kept positions first, in order
+        index = order.gather(1, rank.clamp(min=0, max=keep.shape[1] - 1))
+        dropped_before = torch.cumsum((~keep).long(), 1)
+        shifted = self.positions - dropped_before if compact else self.positions
+
+        def take(t: torch.Tensor, fill: int) -> torch.Tensor:
+            return torch.where(valid, t.gather(1, index), torch.full_like(index, fill))
+
+        new = SequenceState(
+            padding=self.padding.gather(1, index) & valid,
+            visual=take(self.visual, -1),
+            image=take(self.image, -1),
+            original_positions=take(self.original_positions, 0),
+            positions=take(shifted, 0),
+            dropped=self.dropped + (keep.shape[1] - counts),
+            pad_left=self.pad_left,
+        )
+        return new, index, valid
+
+
+def gather_hidden(hidden: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Gather (B, S, D) rows by ``index`` (B, S'); re-padding slots are zeros."""
+    out = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
+    return out * valid[..., None].to(out.dtype)

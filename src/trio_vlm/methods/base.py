@@ -1,0 +1,93 @@
+"""The one interface every token-reduction method implements.
+
+A method says *where* it acts (its :class:`~trio_vlm.schedule.Schedule`) and, at each stage, *which* visual
+tokens of each image survive (optionally with merged replacement features). The engine does all sequence
+surgery: gathering hidden states, positions, masks and KV-cache bookkeeping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from trio_vlm.schedule import Schedule
+
+if TYPE_CHECKING:
+    from trio_vlm.adapters.base import ModelAdapter
+
+
+@dataclass
+class Group:
+    """The visual tokens of one image of one sample, as they stand when a stage starts.
+
+    ``positions`` index the current sequence of sample ``sample``; ``keep`` is how many must survive;
+    ``image_row`` is the image's row in ``pixel_values`` order (for encoder-side attention maps);
+    ``original`` holds the tokens' indices in the image's original visual-token sequence.
+    """
+
+    sample: int
+    image_row: int
+    positions: torch.Tensor
+    original: torch.Tensor
+    keep: int
+
+    @property
+    def size(self) -> int:
+        return int(self.positions.numel())
+
+
+@dataclass
+class StageContext:
+    """Everything a method may read at a stage.
+
+    ``hidden`` (B, S, D) is the sequence entering decoder layer ``layer_index`` (for the encoder stage: the
+    input embeddings with projected image features in place). ``layer_kwargs`` are the keyword arguments
+    that layer receives for this sequence (mask, rotary embeddings, positions). ``padding`` (B, S) marks real
+    tokens; ``last_valid`` (B,) is the index of each sample's last real token. ``cls_attention`` maps a vision
+    layer index to the head-averaged [CLS]→patch attention rows (n_images, N) when the method asked for them.
+    """
+
+    stage: str | int
+    layer_index: int
+    hidden: torch.Tensor
+    groups: list[Group]
+    padding: torch.Tensor
+    last_valid: torch.Tensor
+    layer_kwargs: dict[str, Any]
+    adapter: ModelAdapter
+    cls_attention: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Selection:
+    """A method's decision for each group: ``kept`` local indices into the group (ascending), the ``scores``
+    of all the group's tokens, and optional ``replacement`` features for the kept tokens (merging)."""
+
+    kept: list[torch.Tensor]
+    scores: list[torch.Tensor | None]
+    replacement: list[torch.Tensor | None] | None = None
+
+
+class TokenMethod:
+    """Base class of all methods. Subclasses are dataclasses that implement :meth:`schedule` and
+    :meth:`select` and may list vision-layer indices whose [CLS] attention rows they need."""
+
+    name: str = "method"
+
+    def schedule(self) -> Schedule:
+        raise NotImplementedError
+
+    def cls_attention_layers(self) -> tuple[int, ...]:
+        """Vision-encoder layer indices (Python-style, negatives allowed) whose [CLS] rows the encoder stage
+        reads; the engine recomputes just those rows so the encoder keeps its fast attention kernel."""
+        return ()
+
+    def select(self, ctx: StageContext) -> Selection:
+        raise NotImplementedError
+
+    @property
+    def position_mode(self) -> str | None:
+        """``"compact"``, ``"original"`` or ``None`` (the model family's reference convention)."""
+        return None

@@ -1,0 +1,100 @@
+"""TRIO's saliency probe (TRIO.md §2): gradient of a layer-local proxy loss w.r.t. the hidden states.
+
+Loss: cross-entropy of next-layer logits against their own argmax over the last ``k_positions`` positions
+(reference: positions last-1-t for t < K, i.e. S-5..S-2 without padding — a label-shift artefact; option
+``include_last`` uses last-t). Samples' losses are averaged over their positions and summed over the batch,
+so a sample's saliency does not depend on what else is in the batch (the reference runs batch size 1, where
+this is the same loss).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from trio_vlm.adapters.base import ModelAdapter
+
+
+def loss_positions(
+    last_valid: torch.Tensor, k_positions: int, include_last: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, K) query positions and (B, K) weights; duplicates (very short prompts) get weight 0 and the rest
+    1/count, like the reference's boolean position mask."""
+    offset = 0 if include_last else 1
+    steps = torch.arange(k_positions, device=last_valid.device)
+    pos = (last_valid[:, None] - offset - steps[None, :]).clamp(min=0)
+    first = torch.ones_like(pos, dtype=torch.bool)
+    first[:, 1:] = pos[:, 1:] != pos[:, :-1]  # positions are non-increasing, so duplicates are adjacent
+    weights = first.float() / first.sum(1, keepdim=True).float()
+    return pos, weights
+
+
+def _pseudo_label_loss(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    logits = logits.float()
+    labels = logits.detach().argmax(-1)
+    ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
+    return (ce * weights).sum()
+
+
+def _grad_norm(loss: torch.Tensor, h: torch.Tensor, loss_scale: float) -> torch.Tensor:
+    (grad,) = torch.autograd.grad(loss * loss_scale, h)
+    return grad.float().norm(dim=-1) / loss_scale
+
+
+def _probe_input(hidden: torch.Tensor) -> torch.Tensor:
+    return hidden.detach().clone().requires_grad_(True)
+
+
+def _default_scale(dtype: torch.dtype) -> float:
+    # fp16 gradients underflow at these magnitudes; bf16 shares fp32's exponent range.
+    return 1024.0 if dtype == torch.float16 else 1.0
+
+
+def reference_saliency(
+    adapter: ModelAdapter,
+    layer_index: int,
+    hidden: torch.Tensor,
+    layer_kwargs: dict[str, Any],
+    last_valid: torch.Tensor,
+    k_positions: int = 4,
+    include_last: bool = False,
+) -> torch.Tensor:
+    """(B, S) saliency the reference way: full next layer, final norm and LM head over every position."""
+    pos, weights = loss_positions(last_valid, k_positions, include_last)
+    with torch.inference_mode(False), torch.enable_grad():
+        kwargs = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in layer_kwargs.items()}
+        if isinstance(kwargs.get("position_embeddings"), tuple):
+            kwargs["position_embeddings"] = tuple(t.clone() for t in kwargs["position_embeddings"])
+        h = _probe_input(hidden)
+        out = adapter.run_layer(layer_index, h, kwargs)
+        logits = adapter.logits(out)  # (B, S, V): what the fast probe avoids
+        picked = logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1]))
+        loss = _pseudo_label_loss(picked, weights)
+        return _grad_norm(loss, h, _default_scale(hidden.dtype))
+
+
+def fast_saliency(
+    adapter: ModelAdapter,
+    layer_index: int,
+    hidden: torch.Tensor,
+    layer_kwargs: dict[str, Any],
+    last_valid: torch.Tensor,
+    padding: torch.Tensor,
+    k_positions: int = 4,
+    include_last: bool = False,
+) -> torch.Tensor:
+    """(B, S) saliency equal to :func:`reference_saliency`, computing the layer only at the K loss rows.
+
+    Attention is causal and only K positions enter the loss, so a visual token's gradient flows solely through
+    its key and value: the probe needs the input norm and K/V projections for all tokens, the rest of the layer
+    and the LM head for K rows only.
+    """
+    pos, weights = loss_positions(last_valid, k_positions, include_last)
+    cos, sin = layer_kwargs["position_embeddings"]
+    with torch.inference_mode(False), torch.enable_grad():
+        h = _probe_input(hidden)
+        rows = adapter.layer_rows(layer_index, h, pos, cos.clone(), sin.clone(), padding.clone())
+        loss = _pseudo_label_loss(adapter.logits(rows), weights)
+        return _grad_norm(loss, h, _default_scale(hidden.dtype))
