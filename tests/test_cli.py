@@ -120,8 +120,10 @@ def test_build_method_lists_presets_and_overrides() -> None:
 
 def test_prompt_for() -> None:
     expected = "USER: <image>\nWhat is it? ASSISTANT:"
-    assert prompt_for("What is it?") == expected
-    assert prompt_for("What is it?", "llava_v1") == expected
+    assert prompt_for("What is it?", "llava_hf") == expected
+    assert prompt_for("What is it?") == prompt_for("What is it?", "llava_v1")
+    assert prompt_for("What is it?").startswith("A chat between a curious human")
+    assert prompt_for("What is it?").endswith(" " + expected)
     with pytest.raises(ValueError, match="unknown conv mode 'chatml'"):
         prompt_for("What is it?", "chatml")
 

@@ -198,3 +198,31 @@ def test_encoder_stage_feeds_merged_features_to_the_llm(tiny):
             )
         )
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("fixture", ["tiny", "tiny_eager"])
+def test_recomputed_llm_attention_rows_equal_eager_weights(fixture, request):
+    """adapter.attention_probs (used by attention-scored methods) equals the layer's eager attention weights."""
+    model = request.getfixturevalue(fixture)
+    adapter = adapter_for(model)
+    x = tiny_inputs(model, batch=2, seed=17)
+    with torch.no_grad():
+        h, pos, valid = _state_before(model, x, 2)
+        cos, sin = model.model.language_model.rotary_emb(h, pos)
+        rows = torch.tensor([[h.shape[1] - 1, 40], [h.shape[1] - 3, 7]])
+        got = adapter.attention_probs(2, h, rows, cos, sin, valid)
+        attn = model.model.language_model.layers[2].self_attn
+        from helpers import float_causal_mask
+        from transformers.models.llama.modeling_llama import eager_attention_forward
+
+        normed = model.model.language_model.layers[2].input_layernorm(h)
+        shape = (*h.shape[:2], -1, attn.head_dim)
+        q = attn.q_proj(normed).view(shape).transpose(1, 2)
+        k = attn.k_proj(normed).view(shape).transpose(1, 2)
+        v = attn.v_proj(normed).view(shape).transpose(1, 2)
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        _, weights = eager_attention_forward(attn, q, k, v, float_causal_mask(valid), scaling=attn.scaling)
+    want = torch.stack([weights[b, :, rows[b]] for b in range(2)])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -14,8 +14,19 @@ logger = logging.getLogger(__name__)
 
 SUPPORTED_ARCHITECTURES = ("LlavaForConditionalGeneration",)
 _SUPPORTED_MODEL_TYPES = ("llava",)
-_LLAVA_V1_TEMPLATE = "USER: <image>\n{question} ASSISTANT:"
-CONV_TEMPLATES = {"vicuna_v1": _LLAVA_V1_TEMPLATE, "llava_v1": _LLAVA_V1_TEMPLATE}
+_VICUNA_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
+# LLaVA's conv_vicuna_v1 (what model_vqa_loader uses): system sentence, then "USER: ... ASSISTANT:".
+_LLAVA_V1_TEMPLATE = _VICUNA_SYSTEM + " USER: <image>\n{question} ASSISTANT:"
+# The llava-hf model cards' shorter prompt, without the system sentence.
+_LLAVA_HF_TEMPLATE = "USER: <image>\n{question} ASSISTANT:"
+CONV_TEMPLATES = {
+    "vicuna_v1": _LLAVA_V1_TEMPLATE,
+    "llava_v1": _LLAVA_V1_TEMPLATE,
+    "llava_hf": _LLAVA_HF_TEMPLATE,
+}
 _DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -70,7 +81,8 @@ def load_model_and_processor(
 
 
 def prompt_for(question: str, conv_mode: str = "vicuna_v1") -> str:
-    """The LLaVA-1.5 single-turn prompt for ``question``: ``"USER: <image>\\n{question} ASSISTANT:"``."""
+    """The LLaVA-1.5 single-turn prompt for ``question`` (``vicuna_v1``: system sentence +
+    ``"USER: <image>\\n{question} ASSISTANT:"``; ``llava_hf``: without the system sentence)."""
     try:
         template = CONV_TEMPLATES[conv_mode]
     except KeyError:

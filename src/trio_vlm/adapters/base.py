@@ -111,7 +111,55 @@ class ModelAdapter:
         """Split one sample's visual positions into per-image runs."""
         raise NotImplementedError
 
-    # ---- a decoder layer evaluated for a few query rows (fast probe) -------------------------------
+    # ---- a decoder layer evaluated for a few query rows (probes, attention-row scores) ---------------
+    def _query_rows(
+        self,
+        index: int,
+        hidden: torch.Tensor,
+        rows: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        padding: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked float32 attention logits (B, H, Q, S) of layer ``index`` for query positions ``rows`` (B, Q),
+        and the layer's values (B, H, S, d) repeated to all query heads."""
+        layer = self.decoder_layers[index]
+        attn = layer.self_attn
+        bsz, seq, _ = hidden.shape
+        head_dim = attn.head_dim
+        x = layer.input_layernorm(hidden)
+        x_rows = x.gather(1, rows.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        q = attn.q_proj(x_rows).view(bsz, rows.shape[1], -1, head_dim).transpose(1, 2)
+        k = attn.k_proj(x).view(bsz, seq, -1, head_dim).transpose(1, 2)
+        v = attn.v_proj(x).view(bsz, seq, -1, head_dim).transpose(1, 2)
+        cos, sin = cos.expand(bsz, -1, -1), sin.expand(bsz, -1, -1)
+        rot_gather = rows.unsqueeze(-1).expand(-1, -1, cos.shape[-1])
+        q = apply_rope(q, cos.gather(1, rot_gather), sin.gather(1, rot_gather))
+        k = apply_rope(k, cos, sin)
+        groups = q.shape[1] // k.shape[1]
+        k = k.repeat_interleave(groups, dim=1)
+        v = v.repeat_interleave(groups, dim=1)
+        scores = (q @ k.transpose(-1, -2)).float() * attn.scaling
+        allowed = (torch.arange(seq, device=hidden.device)[None, None, :] <= rows[:, :, None]) & padding[
+            :, None, :
+        ]
+        return scores.masked_fill(~allowed[:, None], torch.finfo(scores.dtype).min), v
+
+    def attention_probs(
+        self,
+        index: int,
+        hidden: torch.Tensor,
+        rows: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        padding: torch.Tensor,
+    ) -> torch.Tensor:
+        """Attention probabilities (B, H, Q, S) of decoder layer ``index`` for query positions ``rows`` only,
+        recomputed from the layer's input ``hidden`` (B, S, D) and rotary ``cos``/``sin`` — the model itself
+        keeps its SDPA/FlashAttention kernel."""
+        scores, _ = self._query_rows(index, hidden, rows, cos, sin, padding)
+        return scores.softmax(-1)
+
     def layer_rows(
         self,
         index: int,
@@ -128,30 +176,13 @@ class ModelAdapter:
         the full layer. Returns (B, Q, D).
         """
         layer = self.decoder_layers[index]
-        attn = layer.self_attn
-        bsz, seq, _ = hidden.shape
-        head_dim = attn.head_dim
-        x = layer.input_layernorm(hidden)
-        gather = rows.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
-        x_rows = x.gather(1, gather)
-        q = attn.q_proj(x_rows).view(bsz, rows.shape[1], -1, head_dim).transpose(1, 2)
-        k = attn.k_proj(x).view(bsz, seq, -1, head_dim).transpose(1, 2)
-        v = attn.v_proj(x).view(bsz, seq, -1, head_dim).transpose(1, 2)
-        cos, sin = cos.expand(bsz, -1, -1), sin.expand(bsz, -1, -1)
-        rot_gather = rows.unsqueeze(-1).expand(-1, -1, cos.shape[-1])
-        q = apply_rope(q, cos.gather(1, rot_gather), sin.gather(1, rot_gather))
-        k = apply_rope(k, cos, sin)
-        groups = q.shape[1] // k.shape[1]
-        k = k.repeat_interleave(groups, dim=1)
-        v = v.repeat_interleave(groups, dim=1)
-        scores = (q @ k.transpose(-1, -2)).float() * attn.scaling
-        allowed = (torch.arange(seq, device=hidden.device)[None, None, :] <= rows[:, :, None]) & padding[
-            :, None, :
-        ]
-        scores = scores.masked_fill(~allowed[:, None], torch.finfo(scores.dtype).min)
+        scores, v = self._query_rows(index, hidden, rows, cos, sin, padding)
         probs = scores.softmax(-1).to(v.dtype)
-        out = (probs @ v).transpose(1, 2).reshape(bsz, rows.shape[1], -1)
-        h = hidden.gather(1, gather) + attn.o_proj(out)
+        bsz, n_rows = rows.shape
+        out = (probs @ v).transpose(1, 2).reshape(bsz, n_rows, -1)
+        h = hidden.gather(1, rows.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])) + layer.self_attn.o_proj(
+            out
+        )
         return h + layer.mlp(layer.post_attention_layernorm(h))
 
     # ---- vision side ---------------------------------------------------------------------------------

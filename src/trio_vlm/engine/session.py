@@ -50,6 +50,7 @@ class _Call:
     stages: list[_StageRecord] = field(default_factory=list)
     decoded: int = 0
     kwargs_cache: dict[int, dict[str, Any]] = field(default_factory=dict)
+    previous: tuple[torch.Tensor, dict[str, Any]] | None = None
     in_prefill: bool = False
     step_attention_mask: torch.Tensor | None = None
     step_position_ids: torch.Tensor | None = None
@@ -266,6 +267,8 @@ class PruneSession:
                 call.kwargs_cache["prefill"] = self._state_kwargs(call.state, hidden)
                 kwargs = {**kwargs, **call.kwargs_cache["prefill"]}
                 changed = True
+        if index + 1 in self._stages:
+            call.previous = (hidden, kwargs)
         return kwargs, hidden, changed
 
     def _decode_kwargs(self, call: _Call, index: int, hidden: torch.Tensor) -> dict[str, Any]:
@@ -353,6 +356,8 @@ class PruneSession:
                 layer_kwargs=kwargs,
                 adapter=self.adapter,
                 cls_attention=call.cls_rows,
+                previous_hidden=call.previous[0] if index > 0 and call.previous else None,
+                previous_kwargs=call.previous[1] if index > 0 and call.previous else None,
             )
             self._in_stage = True
             try:

@@ -47,6 +47,9 @@ class StageContext:
     that layer receives for this sequence (mask, rotary embeddings, positions). ``padding`` (B, S) marks real
     tokens; ``last_valid`` (B,) is the index of each sample's last real token. ``cls_attention`` maps a vision
     layer index to the head-averaged [CLS]→patch attention rows (n_images, N) when the method asked for them.
+    ``previous_hidden`` / ``previous_kwargs`` are the input and keyword arguments of decoder layer
+    ``layer_index - 1`` (same sequence; ``None`` at the encoder stage) for methods that score with the
+    attention or keys of the last layer before the drop (FastV, DART).
     """
 
     stage: str | int
@@ -58,6 +61,8 @@ class StageContext:
     layer_kwargs: dict[str, Any]
     adapter: ModelAdapter
     cls_attention: dict[int, torch.Tensor] = field(default_factory=dict)
+    previous_hidden: torch.Tensor | None = None
+    previous_kwargs: dict[str, Any] | None = None
 
 
 @dataclass

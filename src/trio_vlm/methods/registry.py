@@ -1,0 +1,25 @@
+"""Methods selectable by name (API and CLI)."""
+
+from __future__ import annotations
+
+import importlib
+
+from trio_vlm.methods.base import TokenMethod
+
+# name -> "module:Class"; imported on first use so optional pieces cost nothing until asked for.
+METHODS: dict[str, str] = {
+    "trio": "trio_vlm.methods.trio:TRIO",
+}
+
+
+def method_class(name: str) -> type[TokenMethod]:
+    """The method class registered as ``name`` (case-insensitive)."""
+    key = name.lower()
+    if key not in METHODS:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
+    module, cls = METHODS[key].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def available_methods() -> list[str]:
+    return sorted(METHODS)
