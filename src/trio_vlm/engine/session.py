@@ -45,6 +45,7 @@ class _Call:
     index: int
     visual_mask: torch.Tensor | None = None
     cls_rows: dict[int, torch.Tensor] = field(default_factory=dict)
+    vision_inputs: dict[int, torch.Tensor] = field(default_factory=dict)
     prefill_len: int = 0
     state: SequenceState | None = None
     stages: list[_StageRecord] = field(default_factory=list)
@@ -82,14 +83,20 @@ class PruneSession:
         # generate() in transformers 5.x encodes images before the first forward: keep what the vision hooks
         # saw (and when the tower started) until the prefill that consumes it.
         self._pending_cls: dict[int, torch.Tensor] = {}
+        self._pending_inputs: dict[int, torch.Tensor] = {}
         self._vision_t0: float | None = None
         self._in_stage = False  # a method may run decoder layers itself (e.g. the reference probe)
         n_vision = len(adapter.vision_layers)
-        self._cls_layers = {}
-        for idx in method.cls_attention_layers():
-            if not -n_vision <= idx < n_vision:
-                raise ValueError(f"vision layer {idx} out of range for a tower with {n_vision} layers")
-            self._cls_layers[idx % n_vision] = idx
+        self._cls_layers: dict[int, list[int]] = {}
+        self._input_layers: dict[int, list[int]] = {}
+        for wanted, table in (
+            (method.cls_attention_layers(), self._cls_layers),
+            (method.vision_layer_inputs(), self._input_layers),
+        ):
+            for idx in wanted:
+                if not -n_vision <= idx < n_vision:
+                    raise ValueError(f"vision layer {idx} out of range for a tower with {n_vision} layers")
+                table.setdefault(idx % n_vision, []).append(idx)
         stages: dict[int, tuple[str | int, int]] = {}
         if self.schedule.has_encoder_stage:
             stages[0] = ("encoder", self.schedule.visual_token_num)
@@ -109,7 +116,7 @@ class PruneSession:
             self._handles.append(layer.register_forward_pre_hook(self._layer_hook(i), with_kwargs=True))
         tower = self.adapter.vision_tower
         self._handles.append(tower.register_forward_pre_hook(self._vision_start))
-        for i in self._cls_layers:
+        for i in sorted(set(self._cls_layers) | set(self._input_layers)):
             layer = self.adapter.vision_layers[i]
             self._handles.append(layer.register_forward_pre_hook(self._vision_hook(i), with_kwargs=True))
 
@@ -133,6 +140,7 @@ class PruneSession:
         self._calls += 1
         self._call.visual_mask = self.adapter.visual_mask(input_ids, embeds)
         self._call.cls_rows = self._pending_cls
+        self._call.vision_inputs = self._pending_inputs
         device = (input_ids if input_ids is not None else embeds).device
         _sync(device)
         self._t0 = self._vision_t0 if self._vision_t0 is not None else time.perf_counter()
@@ -145,6 +153,7 @@ class PruneSession:
         _sync(call.visual_mask.device)
         self.prefill_seconds.append(time.perf_counter() - self._t0)
         self._pending_cls = {}
+        self._pending_inputs = {}
         self._vision_t0 = None
 
     def _vision_start(self, module: nn.Module, args: tuple) -> None:
@@ -154,9 +163,13 @@ class PruneSession:
     def _vision_hook(self, index: int):
         def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
             hidden = kwargs.get("hidden_states", args[0] if args else None)
-            with torch.no_grad():
-                rows = self.adapter.cls_attention_from_input(module, hidden)
-            self._pending_cls[self._cls_layers[index]] = rows
+            for key in self._input_layers.get(index, []):
+                self._pending_inputs[key] = hidden
+            if index in self._cls_layers:
+                with torch.no_grad():
+                    rows = self.adapter.cls_attention_from_input(module, hidden)
+                for key in self._cls_layers[index]:
+                    self._pending_cls[key] = rows
 
         return hook
 
@@ -356,6 +369,7 @@ class PruneSession:
                 layer_kwargs=kwargs,
                 adapter=self.adapter,
                 cls_attention=call.cls_rows,
+                vision_inputs=call.vision_inputs,
                 previous_hidden=call.previous[0] if index > 0 and call.previous else None,
                 previous_kwargs=call.previous[1] if index > 0 and call.previous else None,
             )

@@ -46,7 +46,8 @@ class StageContext:
     input embeddings with projected image features in place). ``layer_kwargs`` are the keyword arguments
     that layer receives for this sequence (mask, rotary embeddings, positions). ``padding`` (B, S) marks real
     tokens; ``last_valid`` (B,) is the index of each sample's last real token. ``cls_attention`` maps a vision
-    layer index to the head-averaged [CLS]→patch attention rows (n_images, N) when the method asked for them.
+    layer index to the head-averaged [CLS]→patch attention rows (n_images, N) when the method asked for them;
+    ``vision_inputs`` maps a vision layer index to that layer's input hidden states (n_images, 1 + N, D_v).
     ``previous_hidden`` / ``previous_kwargs`` are the input and keyword arguments of decoder layer
     ``layer_index - 1`` (same sequence; ``None`` at the encoder stage) for methods that score with the
     attention or keys of the last layer before the drop (FastV, DART).
@@ -61,6 +62,7 @@ class StageContext:
     layer_kwargs: dict[str, Any]
     adapter: ModelAdapter
     cls_attention: dict[int, torch.Tensor] = field(default_factory=dict)
+    vision_inputs: dict[int, torch.Tensor] = field(default_factory=dict)
     previous_hidden: torch.Tensor | None = None
     previous_kwargs: dict[str, Any] | None = None
 
@@ -87,6 +89,11 @@ class TokenMethod:
     def cls_attention_layers(self) -> tuple[int, ...]:
         """Vision-encoder layer indices (Python-style, negatives allowed) whose [CLS] rows the encoder stage
         reads; the engine recomputes just those rows so the encoder keeps its fast attention kernel."""
+        return ()
+
+    def vision_layer_inputs(self) -> tuple[int, ...]:
+        """Vision-encoder layer indices whose *input* hidden states (n_images, 1 + N, D_vision) the encoder
+        stage reads (e.g. to recompute keys); index ``-1`` gives the output of layer ``-2``."""
         return ()
 
     def select(self, ctx: StageContext) -> Selection:
