@@ -354,9 +354,8 @@ class PruneSession:
         to_prune, whole = self._groups(call, count)
         selection = Selection(kept=[], scores=[])
         if to_prune:
-            missing = (
-                [i for i in self._cls_layers.values() if i not in call.cls_rows] if stage == "encoder" else []
-            )
+            wanted = [i for keys in self._cls_layers.values() for i in keys]
+            missing = [i for i in wanted if i not in call.cls_rows] if stage == "encoder" else []
             if missing:
                 raise RuntimeError(f"vision [CLS] attention for layers {missing} was not captured")
             ctx = StageContext(
