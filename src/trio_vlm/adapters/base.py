@@ -84,6 +84,27 @@ class ModelAdapter:
                 return kwargs[name]
         return None
 
+    @staticmethod
+    def cache_layer_lengths(cache: Any) -> list[int]:
+        """Tokens held by each layer of a transformers ``DynamicCache`` (``cache.layers[i].keys`` in 5.x)."""
+        return [
+            int(layer.keys.shape[-2]) if getattr(layer, "keys", None) is not None else 0
+            for layer in cache.layers
+        ]
+
+    @staticmethod
+    def cache_layer_bytes_per_token(cache: Any) -> list[int]:
+        """Bytes of keys + values per cached token, per layer."""
+        out = []
+        for layer in cache.layers:
+            keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+            if keys is None or keys.shape[-2] == 0:
+                out.append(0)
+                continue
+            per = keys.numel() // keys.shape[-2] * keys.element_size()
+            out.append(per + values.numel() // values.shape[-2] * values.element_size())
+        return out
+
     def rotary(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.language_model.rotary_emb(hidden, position_ids)
 

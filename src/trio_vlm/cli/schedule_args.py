@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 from itertools import pairwise
 from typing import Any
 
-# Method name -> (module, class); imported lazily so the CLI loads without the engine.
-METHODS = {"trio": ("trio_vlm.methods.trio", "TRIO")}
+from trio_vlm.methods.registry import available_methods, method_class
+
 DEFAULT_BUDGET = 64
 DEFAULT_PRESET = "llava-1.5"
 MODES = ("w_ve", "wo_ve")
@@ -37,7 +36,7 @@ def parse_int_list(text: str, option: str, *, increasing: bool = False) -> list[
 def add_schedule_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--method``, the preset options, the explicit schedule lists and ``--vanilla``."""
     group = parser.add_argument_group("pruning schedule (explicit lists override the preset)")
-    group.add_argument("--method", choices=sorted(METHODS), default="trio", help="pruning method")
+    group.add_argument("--method", choices=available_methods(), default="trio", help="pruning method")
     group.add_argument("--preset", default=DEFAULT_PRESET, help="model family the budget preset targets")
     group.add_argument(
         "--budget", type=int, help=f"average visual tokens per layer (default {DEFAULT_BUDGET})"
@@ -47,11 +46,6 @@ def add_schedule_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--image-token-list", help="JSON list: visual tokens kept by each drop, e.g. '[32]'")
     group.add_argument("--visual-token-num", type=int, help="visual tokens kept by the encoder stage")
     group.add_argument("--vanilla", action="store_true", help="no pruning: the unmodified model")
-
-
-def _method_class(name: str) -> Any:
-    module, attr = METHODS[name]
-    return getattr(importlib.import_module(module), attr)
 
 
 def _explicit_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -110,7 +104,7 @@ def build_method(args: argparse.Namespace, *, scale_to: tuple[int, int] | None =
         return None
     if args.budget is not None and args.budget < 1:
         raise ValueError(f"--budget must be >= 1, got {args.budget}")
-    cls = _method_class(args.method)
+    cls = method_class(args.method)
     if not uses_preset(args):
         if args.mode == "w_ve" and "visual_token_num" not in overrides:
             raise ValueError("--mode w_ve with explicit lists needs --visual-token-num (or use --mode wo_ve)")

@@ -28,6 +28,10 @@ def layer_attention_mask(
 ) -> torch.Tensor | None:
     """The ``attention_mask`` a decoder layer receives for a key sequence with validity ``padding`` (B, kv)."""
     if implementation == "sdpa":
+        # Without padding, SDPA's own causal path (is_causal, as transformers uses) is the fast kernel.
+        # (Only when that path is exact: a full causal square, or a single query row.)
+        if (q_len == 1 or q_len == padding.shape[1]) and bool(padding.all()):
+            return None
         return allowed_matrix(padding, q_len)
     if implementation == "eager":
         allowed = allowed_matrix(padding, q_len)

@@ -208,7 +208,7 @@ class PruneSession:
         visual = call.visual_mask.to(device)
         if visual.shape != (bsz, seq):
             raise ValueError(f"image-token mask {tuple(visual.shape)} does not match the prompt {(bsz, seq)}")
-        if not bool(visual.any()):
+        if self._stages and not bool(visual.any()):
             raise ValueError(
                 f"no image tokens (id {self.adapter.image_token_id}) in the input: put the image placeholder "
                 "in the prompt (e.g. via the processor) so there is something to prune"

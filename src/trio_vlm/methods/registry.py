@@ -9,6 +9,7 @@ from trio_vlm.methods.base import TokenMethod
 # name -> "module:Class"; imported on first use so optional pieces cost nothing until asked for.
 METHODS: dict[str, str] = {
     "trio": "trio_vlm.methods.trio:TRIO",
+    "vanilla": "trio_vlm.methods.fixed:Vanilla",
 }
 
 

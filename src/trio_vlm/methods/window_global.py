@@ -58,7 +58,8 @@ def merge_into_nearest(features: torch.Tensor, kept: torch.Tensor) -> torch.Tens
     retained, dropped = features[keep_mask], features[~keep_mask]
     if dropped.shape[0] == 0:
         return retained
-    sim = F.cosine_similarity(dropped.unsqueeze(1), retained.unsqueeze(0), dim=-1)
+    # cosine similarity as one (dropped × kept) matrix product — no (dropped, kept, D) intermediate
+    sim = F.normalize(dropped.float(), dim=-1) @ F.normalize(retained.float(), dim=-1).T
     nearest = sim.argmax(dim=1)
     sums = retained.clone().index_add_(0, nearest, dropped)
     counts = torch.ones(retained.shape[0], device=features.device, dtype=features.dtype)

@@ -1,0 +1,164 @@
+"""HoloV (NeurIPS 2025): holistic, crop-wise allocation of the visual-token budget.
+
+Official code: obananas/HoloV ``llava/model/utils.py::HoloV`` (called from ``llava/model/llava_arch.py`` on
+the projected features with the head-averaged [CLS] attention of vision layer -2,
+``multimodal_encoder/clip_encoder.py::feature_select``). See docs/baselines_encoder.md for deviations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from trio_vlm.methods.base import Selection, StageContext
+from trio_vlm.methods.encoder_stage import EncoderStageMethod, check_preset
+from trio_vlm.methods.nms import topk_select
+
+EPS = 1e-6
+
+
+def default_crops(n_tokens: int, keep: int) -> int:
+    """``int(1024/576 · N/keep)`` (5/8/16 crops for 192/128/64 of 576 tokens), at least 1, at most N."""
+    return max(1, min(n_tokens, (1024 * n_tokens) // (576 * keep)))
+
+
+def crop_sizes(n_tokens: int, crops: int) -> list[int]:
+    """Contiguous 1-D crops of the raster sequence: ``N // crops`` each, the first ``N % crops`` one longer."""
+    base, extra = divmod(n_tokens, crops)
+    return [base + (1 if c < extra else 0) for c in range(crops) if base + (1 if c < extra else 0) > 0]
+
+
+def crop_scores(
+    features: torch.Tensor, attention: torch.Tensor, sizes: list[int], alpha: float, attention_scale: float
+) -> torch.Tensor:
+    """Mean token score per crop: ``scale_a·attn + alpha·var(similarity)·(mean|scale_a·attn| / mean|var|)``.
+
+    ``var`` is the official statistic: over each row of the crop's cosine-similarity matrix with its diagonal
+    zeroed, squared deviations from the off-diagonal mean, divided by (size - 1). A one-token crop scores its
+    raw attention.
+    """
+    out = []
+    for feats, attn in zip(features.float().split(sizes), attention.float().split(sizes)):
+        n = feats.shape[0]
+        if n <= 1:
+            out.append(attn.mean())
+            continue
+        unit = feats / (feats.norm(dim=1, keepdim=True) + EPS)
+        sim = (unit @ unit.T) * (1 - torch.eye(n, device=feats.device))
+        mean = sim.sum(1) / (n - 1)
+        var = ((sim - mean[:, None]) ** 2).sum(1) / (n - 1)
+        scaled = attn * attention_scale
+        var_scale = scaled.abs().mean() / (var.abs().mean() + EPS)
+        out.append((scaled + alpha * var * var_scale).mean())
+    return torch.stack(out)
+
+
+def _proportional(weights: list[float], total: int) -> list[int]:
+    """The official split of ``total``: floor(w·total), then +1 for the largest weights while any is left."""
+    w = torch.tensor(weights, dtype=torch.float32)
+    w = w / (w.sum() + EPS)
+    alloc = (w * total).floor().long()
+    remaining = total - int(alloc.sum())
+    if remaining > 0:
+        alloc[torch.topk(w, min(remaining, w.numel())).indices] += 1
+    return alloc.tolist()
+
+
+def allocate(weights: list[float], sizes: list[int], keep: int, reallocate: bool = True) -> list[int]:
+    """Tokens kept per crop. Official: proportional split, each crop capped at its size (the excess is lost
+    and padded with zero tokens). ``reallocate``: hand the excess to the crops with room, again in proportion
+    to their weights, until ``keep`` tokens are placed."""
+    alloc = [min(max(a, 0), s) for a, s in zip(_proportional(weights, keep), sizes)]
+    while reallocate and sum(alloc) < keep:
+        room = [c for c in range(len(sizes)) if alloc[c] < sizes[c]]
+        extra = _proportional([weights[c] for c in room], keep - sum(alloc))
+        for c, e in zip(room, extra):
+            alloc[c] = min(alloc[c] + e, sizes[c])
+    return alloc
+
+
+def holov_select(
+    features: torch.Tensor,
+    attention: torch.Tensor,
+    keep: int,
+    crops: int,
+    alpha: float = 0.09,
+    attention_scale: float = 1e3,
+    reallocate: bool = True,
+) -> torch.Tensor:
+    """Ascending indices kept by HoloV: crop quotas by crop score, within a crop the top tokens by attention."""
+    sizes = crop_sizes(attention.numel(), crops)
+    weights = crop_scores(features, attention, sizes, alpha, attention_scale).tolist()
+    alloc = allocate(weights, sizes, keep, reallocate)
+    starts = [0, *torch.tensor(sizes).cumsum(0).tolist()[:-1]]
+    picked = [
+        topk_select(attention[start : start + size], a) + start
+        for start, size, a in zip(starts, sizes, alloc)
+        if a > 0
+    ]
+    return torch.cat(picked) if picked else torch.empty(0, dtype=torch.long, device=attention.device)
+
+
+@dataclass
+class HoloV(EncoderStageMethod):
+    """Keep ``visual_token_num`` projected visual tokens per image, spread over contiguous crops by score.
+
+    Args:
+        visual_token_num: tokens per image entering the LLM.
+        crops: number of contiguous 1-D crops; ``None`` → ``int(1024/576 · N/keep)`` (5/8/16 at 192/128/64).
+        alpha: weight of the similarity-variance term (official 0.09).
+        attention_scale: factor on the [CLS] attention in the token score (official 1e3).
+        attention_layer: vision layer whose head-averaged [CLS] attention is used (official -2).
+        reallocate: give a capped crop's surplus to the other crops (default) instead of losing it (the
+            official code pads the shortfall with zero tokens; here it would keep fewer tokens).
+    """
+
+    crops: int | None = None
+    alpha: float = 0.09
+    attention_scale: float = 1e3
+    attention_layer: int = -2
+    reallocate: bool = True
+
+    name: ClassVar[str] = "holov"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.crops is not None and (isinstance(self.crops, bool) or self.crops < 1):
+            raise ValueError(f"crops must be a positive integer or None, got {self.crops!r}")
+        if not math.isfinite(self.alpha) or not math.isfinite(self.attention_scale):
+            raise ValueError(f"alpha and attention_scale must be finite, got {self.alpha}, {self.attention_scale}")
+
+    @classmethod
+    def preset(cls, family: str, budget: int, mode: str | None = None, **overrides) -> HoloV:
+        """``budget`` tokens per image; crops 5/8/16 at 192/128/64 on LLaVA-1.5 (``int(1024/576·576/budget)``)."""
+        check_preset("HoloV", family, budget, mode)
+        return cls(visual_token_num=budget, **overrides)
+
+    def crops_for(self, n_tokens: int, keep: int) -> int:
+        return min(n_tokens, self.crops) if self.crops is not None else default_crops(n_tokens, keep)
+
+    def cls_attention_layers(self) -> tuple[int, ...]:
+        return (self.attention_layer,)
+
+    def select(self, ctx: StageContext) -> Selection:
+        attention = ctx.cls_attention[self.attention_layer]
+        kept, scores = [], []
+        for g in ctx.groups:
+            attn = attention[g.image_row].float()
+            feats = ctx.hidden[g.sample, g.positions]
+            idx = holov_select(
+                feats,
+                attn,
+                g.keep,
+                self.crops_for(g.size, g.keep),
+                self.alpha,
+                self.attention_scale,
+                self.reallocate,
+            )
+            kept.append(idx)
+            scores.append(attn)
+        return Selection(kept=kept, scores=scores)
+

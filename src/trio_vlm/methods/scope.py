@@ -1,0 +1,102 @@
+"""SCOPE (saliency-coverage token selection): greedy facility-location coverage weighted by [CLS] attention.
+
+Official code: kinredon/SCOPE ``scope/clip_encoder.py`` (``CLIPVisionTower_SCOPE.forward`` and ``SCOPE``),
+``scope/main.py::SCOPE(model, num_token)``. See docs/baselines_encoder.md for deviations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from trio_vlm.methods.base import Selection, StageContext
+from trio_vlm.methods.clip_features import feature_input_index, patch_features
+from trio_vlm.methods.encoder_stage import EncoderStageMethod, check_preset
+
+COMBINES = ("multi", "add")
+
+
+def scope_select(
+    features: torch.Tensor, attention: torch.Tensor, keep: int, alpha: float = 1.0, combine: str = "multi"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy selection of ``keep`` tokens; returns (ascending indices, first-step scores).
+
+    With ``cover[j]`` the best cosine similarity of token ``j`` to any token picked so far (starting at 0),
+    each step picks the unpicked ``i`` maximising ``gain(i) ∘ attn(i)^alpha`` where
+    ``gain(i) = Σ_j max(0, sim(j, i) - cover[j])`` and ``∘`` is ``*`` (``"multi"``) or ``+`` (``"add"``).
+    Runs on the tensors' device without host synchronisation.
+    """
+    unit = F.normalize(features.float(), dim=-1)
+    sim = unit @ unit.T
+    n = sim.shape[0]
+    weight = attention.float() ** alpha
+    cover = torch.zeros(n, device=sim.device)
+    picked = torch.zeros(n, dtype=torch.bool, device=sim.device)
+    order = torch.empty(keep, dtype=torch.long, device=sim.device)
+    first = weight
+    for step in range(keep):
+        gain = (sim - cover[:, None]).clamp(min=0).sum(0)
+        score = gain * weight if combine == "multi" else gain + weight
+        if step == 0:
+            first = score
+        best = score.masked_fill(picked, float("-inf")).argmax()
+        picked[best] = True
+        order[step] = best
+        cover = torch.maximum(cover, sim[best])
+    return torch.sort(order).values, first
+
+
+@dataclass
+class SCOPE(EncoderStageMethod):
+    """Keep ``visual_token_num`` patches per image chosen by saliency-weighted coverage of CLIP features.
+
+    Args:
+        visual_token_num: tokens per image entering the LLM (official ``num_token``).
+        alpha: exponent on the [CLS] attention (official environment variable ``ALPHA``, default 1).
+        combine: ``"multi"`` (gain × attn^alpha, official default) or ``"add"`` (official ``COMBINED=add``).
+        attention_layer: vision layer whose [CLS] attention weights the gains (official -2).
+        feature_layer: LLaVA's ``vision_feature_layer`` — the CLIP features whose cosine similarity defines
+            coverage (official -2, the features LLaVA projects).
+    """
+
+    alpha: float = 1.0
+    combine: str = "multi"
+    attention_layer: int = -2
+    feature_layer: int = -2
+
+    name: ClassVar[str] = "scope"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.combine not in COMBINES:
+            raise ValueError(f"combine must be one of {COMBINES}, got {self.combine!r}")
+        if not math.isfinite(self.alpha):
+            raise ValueError(f"alpha must be finite, got {self.alpha}")
+        self._feature_input = feature_input_index(self.feature_layer)
+
+    @classmethod
+    def preset(cls, family: str, budget: int, mode: str | None = None, **overrides) -> SCOPE:
+        """``num_token = budget`` (192/128/64 on LLaVA-1.5), alpha 1."""
+        check_preset("SCOPE", family, budget, mode)
+        return cls(visual_token_num=budget, **overrides)
+
+    def cls_attention_layers(self) -> tuple[int, ...]:
+        return (self.attention_layer,)
+
+    def vision_layer_inputs(self) -> tuple[int, ...]:
+        return (self._feature_input,)
+
+    def select(self, ctx: StageContext) -> Selection:
+        attention = ctx.cls_attention[self.attention_layer]
+        features = ctx.vision_inputs[self._feature_input]
+        kept, scores = [], []
+        for g in ctx.groups:
+            feats = patch_features(features[g.image_row])
+            idx, first = scope_select(feats, attention[g.image_row], g.keep, self.alpha, self.combine)
+            kept.append(idx)
+            scores.append(first)
+        return Selection(kept=kept, scores=scores)

@@ -1,0 +1,128 @@
+"""VisionZip (Yang et al., CVPR 2025): dominant tokens by [CLS] attention + merged contextual tokens.
+
+Official code: dvlab-research/VisionZip ``visionzip/clip_encoder.py`` (``CLIPVisionTower_VisionZip.forward``),
+``visionzip/utils.py`` (head-averaged keys of layer -2 as the merge metric), ``visionzip/main.py``.
+See docs/baselines_encoder.md for how the rule maps onto HF LLaVA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from trio_vlm.methods.base import Selection, StageContext
+from trio_vlm.methods.clip_features import feature_input_index, head_mean_keys, patch_features, project_to_llm
+from trio_vlm.methods.encoder_stage import EncoderStageMethod, check_preset
+from trio_vlm.methods.nms import topk_select
+
+
+def default_contextual(total: int) -> int:
+    """Contextual tokens for ``total`` kept: 5/32 of it, rounded half up.
+
+    Reproduces every official setting: 192→30, 128→20, 64→10 (LLaVA-1.5); 640→100, 320→50, 160→25 (NeXT).
+    """
+    return (total * 5 + 16) // 32
+
+
+def contextual_merge(
+    keys: torch.Tensor, features: torch.Tensor, n_targets: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """VisionZip's contextual tokens over the non-dominant tokens (given in ascending original order).
+
+    Targets are every ``max(1, n // n_targets)``-th token (the first ``n_targets``); every other token joins
+    the target whose key is most cosine-similar; a contextual token is ``target + mean(assigned)`` (the
+    target itself when nothing joins it). Returns (local target indices, (n_targets, D) merged features).
+    """
+    n = keys.shape[0]
+    step = max(1, n // n_targets)
+    targets = torch.arange(0, n, step, device=keys.device)[:n_targets]
+    is_target = torch.zeros(n, dtype=torch.bool, device=keys.device)
+    is_target[targets] = True
+    unit = F.normalize(keys.float(), dim=-1)
+    assign = (unit[~is_target] @ unit[targets].T).argmax(dim=1)
+    feats = features.float()
+    sums = torch.zeros(n_targets, feats.shape[1], device=feats.device).index_add_(0, assign, feats[~is_target])
+    counts = torch.zeros(n_targets, device=feats.device).index_add_(0, assign, torch.ones_like(assign).float())
+    return targets, feats[targets] + sums / counts.clamp(min=1)[:, None]
+
+
+@dataclass
+class VisionZip(EncoderStageMethod):
+    """Keep ``visual_token_num`` tokens per image: ``visual_token_num - contextual`` dominant patches by
+    [CLS]→patch attention of vision layer ``attention_layer``, plus ``contextual`` merged tokens.
+
+    Args:
+        visual_token_num: tokens per image entering the LLM (dominant + contextual).
+        contextual: merged contextual tokens; ``None`` → 5/32 of ``visual_token_num`` (the official ratio).
+        attention_layer: vision layer whose [CLS] attention ranks patches and whose head-averaged keys are
+            the merge metric (official: -2).
+        feature_layer: LLaVA's ``vision_feature_layer`` (hidden-state index) — the CLIP features that are
+            merged before the projector (official: -2).
+        merge: ``False`` keeps the contextual target tokens unmerged (ablation).
+    """
+
+    contextual: int | None = None
+    attention_layer: int = -2
+    feature_layer: int = -2
+    merge: bool = True
+
+    name: ClassVar[str] = "visionzip"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.contextual is not None and not 0 <= self.contextual <= self.visual_token_num:
+            raise ValueError(
+                f"contextual must lie in 0..visual_token_num ({self.visual_token_num}), got {self.contextual}"
+            )
+        self._feature_input = feature_input_index(self.feature_layer)
+
+    @classmethod
+    def preset(cls, family: str, budget: int, mode: str | None = None, **overrides) -> VisionZip:
+        """``budget`` tokens per image: 162+30 (192), 108+20 (128), 54+10 (64) on LLaVA-1.5; other budgets
+        follow the same 5/32 contextual share."""
+        check_preset("VisionZip", family, budget, mode)
+        return cls(visual_token_num=budget, **overrides)
+
+    def contextual_count(self, keep: int) -> int:
+        """Contextual tokens when ``keep`` tokens survive."""
+        return min(keep, default_contextual(keep) if self.contextual is None else self.contextual)
+
+    def cls_attention_layers(self) -> tuple[int, ...]:
+        return (self.attention_layer,)
+
+    def vision_layer_inputs(self) -> tuple[int, ...]:
+        return (self.attention_layer, self._feature_input)
+
+    def select(self, ctx: StageContext) -> Selection:
+        attention = ctx.cls_attention[self.attention_layer]
+        layer = ctx.adapter.vision_layers[self.attention_layer]
+        kept, scores, replacement = [], [], []
+        for g in ctx.groups:
+            attn = attention[g.image_row].float()
+            n_ctx = self.contextual_count(g.keep)
+            dominant = topk_select(attn, g.keep - n_ctx)
+            rest_mask = torch.ones(g.size, dtype=torch.bool, device=attn.device)
+            rest_mask[dominant] = False
+            rest = rest_mask.nonzero().flatten()
+            scores.append(attn)
+            if n_ctx == 0:
+                kept.append(dominant)
+                replacement.append(None)
+                continue
+            keys = head_mean_keys(layer, ctx.vision_inputs[self.attention_layer][g.image_row : g.image_row + 1])
+            feats = patch_features(ctx.vision_inputs[self._feature_input][g.image_row])
+            targets, merged = contextual_merge(patch_features(keys[0])[rest], feats[rest], n_ctx)
+            order = torch.sort(torch.cat([dominant, rest[targets]]))
+            kept.append(order.values)
+            if not self.merge:
+                replacement.append(None)
+                continue
+            current = ctx.hidden[g.sample, g.positions[order.values]].clone()
+            slot = order.indices >= dominant.numel()  # kept slots holding a contextual token
+            projected = project_to_llm(ctx.adapter, merged).to(current.dtype)
+            current[slot] = projected[order.indices[slot] - dominant.numel()]
+            replacement.append(current)
+        return Selection(kept=kept, scores=scores, replacement=replacement)

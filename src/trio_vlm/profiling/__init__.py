@@ -1,0 +1,1 @@
+"""Efficiency measurement: analytic FLOPs, KV-cache bytes, device-synchronised timings."""
