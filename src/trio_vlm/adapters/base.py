@@ -143,7 +143,7 @@ class ModelAdapter:
         padding: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Masked float32 attention logits (B, H, Q, S) of layer ``index`` for query positions ``rows`` (B, Q),
-        and the layer's values (B, H, S, d) repeated to all query heads."""
+        and the layer's normalised input (B, S, D)."""
         layer = self.decoder_layers[index]
         attn = layer.self_attn
         bsz, seq, _ = hidden.shape
@@ -152,19 +152,19 @@ class ModelAdapter:
         x_rows = x.gather(1, rows.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
         q = attn.q_proj(x_rows).view(bsz, rows.shape[1], -1, head_dim).transpose(1, 2)
         k = attn.k_proj(x).view(bsz, seq, -1, head_dim).transpose(1, 2)
-        v = attn.v_proj(x).view(bsz, seq, -1, head_dim).transpose(1, 2)
         cos, sin = cos.expand(bsz, -1, -1), sin.expand(bsz, -1, -1)
         rot_gather = rows.unsqueeze(-1).expand(-1, -1, cos.shape[-1])
         q = apply_rope(q, cos.gather(1, rot_gather), sin.gather(1, rot_gather))
         k = apply_rope(k, cos, sin)
         groups = q.shape[1] // k.shape[1]
-        k = k.repeat_interleave(groups, dim=1)
-        v = v.repeat_interleave(groups, dim=1)
+        # (B, H_kv, groups·Q, d): query heads sharing a key head are stacked, so keys are never repeated
+        q = q.reshape(bsz, k.shape[1], groups * rows.shape[1], head_dim)
         scores = (q @ k.transpose(-1, -2)).float() * attn.scaling
+        scores = scores.view(bsz, k.shape[1] * groups, rows.shape[1], seq)
         allowed = (torch.arange(seq, device=hidden.device)[None, None, :] <= rows[:, :, None]) & padding[
             :, None, :
         ]
-        return scores.masked_fill(~allowed[:, None], torch.finfo(scores.dtype).min), v
+        return scores.masked_fill(~allowed[:, None], torch.finfo(scores.dtype).min), x
 
     def attention_probs(
         self,
@@ -190,20 +190,29 @@ class ModelAdapter:
         sin: torch.Tensor,
         padding: torch.Tensor,
     ) -> torch.Tensor:
-        """Output of decoder layer ``index`` at positions ``rows`` (B, Q) only, without a cache.
+        """Output of decoder layer ``index`` at positions ``rows`` (B, Q) only, without a cache. Returns (B, Q, D).
 
-        Keys and values are computed for all S tokens (that is how gradients reach visual tokens); queries,
-        the attention output, the residual and the MLP only for the Q rows. Causal + padding masking as in
-        the full layer. Returns (B, Q, D).
+        Keys are projected for all S tokens (that is how gradients reach visual tokens); queries, the attention
+        output, the residual and the MLP only for the Q rows. Values are never projected token by token:
+        ``Σ_j p_j · W_v x_j = W_v (Σ_j p_j x_j)``, so each head averages the normalised inputs first and projects
+        Q·H vectors — the same numbers up to rounding, and a backward pass through a (Q·H × S) product instead
+        of an S × D × D one. Causal + padding masking as in the full layer.
         """
         layer = self.decoder_layers[index]
-        scores, v = self._query_rows(index, hidden, rows, cos, sin, padding)
-        probs = scores.softmax(-1).to(v.dtype)
-        bsz, n_rows = rows.shape
-        out = (probs @ v).transpose(1, 2).reshape(bsz, n_rows, -1)
-        h = hidden.gather(1, rows.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])) + layer.self_attn.o_proj(
-            out
-        )
+        attn = layer.self_attn
+        scores, x = self._query_rows(index, hidden, rows, cos, sin, padding)
+        probs = scores.softmax(-1).to(x.dtype)  # (B, H, Q, S)
+        bsz, heads, n_rows, _ = probs.shape
+        mixed = probs.reshape(bsz, heads * n_rows, -1) @ x  # (B, H·Q, D): one product, no broadcast copy
+        mixed = mixed.view(bsz, heads, n_rows, -1).permute(1, 0, 2, 3).reshape(heads, bsz * n_rows, -1)
+        w_v = attn.v_proj.weight.view(-1, attn.head_dim, x.shape[-1])  # (H_kv, d, D)
+        groups = heads // w_v.shape[0]
+        out = mixed @ w_v.repeat_interleave(groups, dim=0).transpose(1, 2)  # (H, B·Q, d)
+        out = out.view(heads, bsz, n_rows, -1).permute(1, 2, 0, 3)  # (B, Q, H, d)
+        if attn.v_proj.bias is not None:  # attention weights sum to one, so the bias passes through
+            out = out + attn.v_proj.bias.view(-1, attn.head_dim).repeat_interleave(groups, dim=0)
+        out = out.reshape(bsz, n_rows, -1)
+        h = hidden.gather(1, rows.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])) + attn.o_proj(out)
         return h + layer.mlp(layer.post_attention_layernorm(h))
 
     # ---- vision side ---------------------------------------------------------------------------------
