@@ -17,6 +17,8 @@ def bench_llava(
     vision_layers: int = 8,
     attn: str = "sdpa",
     seed: int = 0,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> LlavaForConditionalGeneration:
     """Random weights (timing does not depend on them); ``hidden=4096, intermediate=11008, vision_hidden=1024,
     vision_layers=24`` is LLaVA-1.5-7B's exact geometry."""
@@ -47,7 +49,13 @@ def bench_llava(
     for c in (config, config.text_config, config.vision_config):
         c._attn_implementation = attn
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config).eval()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):  # build in place: a 7B-geometry model never passes through host memory
+            model = LlavaForConditionalGeneration(config).eval()
+    finally:
+        torch.set_default_dtype(previous)
     with torch.no_grad():  # spread the weights so saliency and similarities are not degenerate
         for name, p in model.named_parameters():
             if p.dim() >= 2:

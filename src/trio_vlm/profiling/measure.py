@@ -93,7 +93,9 @@ def profile_generate(
     if probe_kind in ("fast", "reference"):
         for e in run.events:
             if e.stage != "encoder" and e.scores[0] is not None:
-                probe += probe_flops(prompt_len - visual + e.tokens_before[0], shape, method.k_positions, probe_kind)
+                probe += probe_flops(
+                    prompt_len - visual + e.tokens_before[0], shape, method.k_positions, probe_kind
+                )
     return RunProfile(
         method=method.name,
         prefill_s=run.prefill_seconds[0],
@@ -107,7 +109,12 @@ def profile_generate(
         kv_bytes=kv,
         peak_memory_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
         events=[
-            {"stage": e.stage, "layer_index": e.layer_index, "before": e.tokens_before, "after": e.tokens_after}
+            {
+                "stage": e.stage,
+                "layer_index": e.layer_index,
+                "before": e.tokens_before,
+                "after": e.tokens_after,
+            }
             for e in run.events
         ],
     )
