@@ -66,6 +66,7 @@ def probe_costs(model, inputs, trio, repeats: int) -> dict[str, float]:
     adapter = adapter_for(model)
     device = next(model.parameters()).device
     stage = trio.schedule().layer_list[0]
+    inputs = {k: v[:1] for k, v in inputs.items()}  # one sample: the per-prompt cost
     with torch.no_grad():
         out = model(**inputs, output_hidden_states=True, use_cache=False, logits_to_keep=1)
         hidden = out.hidden_states[stage]  # entering layer index `stage` (vanilla sequence)
@@ -106,6 +107,7 @@ def main() -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
     p.add_argument("--budget", type=int, default=64)
+    p.add_argument("--batch", type=int, default=1, help="identical prompts per batch (throughput regime)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--decode-tokens", type=int, default=8)
     p.add_argument(
@@ -122,6 +124,7 @@ def main() -> None:
         args.layers, args.hidden, args.intermediate, args.vision_hidden, args.vision_layers, args.attn
     ).to(device=device, dtype=dtype)
     inputs = {k: v.to(device) for k, v in bench_inputs(model).items()}
+    inputs = {k: v.repeat(args.batch, *([1] * (v.dim() - 1))) for k, v in inputs.items()}
     inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
     if args.layers != 32:
         raise SystemExit("the presets are LLaVA-1.5's 32-layer schedules; use --layers 32")

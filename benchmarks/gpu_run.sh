@@ -8,9 +8,9 @@ out="${OUT:-out}"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 common=(--device cuda --dtype bfloat16 --hidden 4096 --intermediate 11008 --vision-hidden 1024 --vision-layers 24
-        --rounds "${ROUNDS:-5}" --decode-tokens "${DECODE:-16}")
-python3 benchmarks/bench_efficiency.py "${common[@]}" --attn sdpa --json-out "$out/gpu_sdpa.json" 2>&1 \
-  | tee "$out/gpu_sdpa.txt"
+        --rounds "${ROUNDS:-5}" --decode-tokens "${DECODE:-16}" --batch "${BATCH:-1}")
+python3 benchmarks/bench_efficiency.py "${common[@]}" --attn sdpa --json-out "$out/gpu_sdpa_b${BATCH:-1}.json" 2>&1 \
+  | tee "$out/gpu_sdpa_b${BATCH:-1}.txt"
 if python3 -c "import flash_attn" 2>/dev/null; then
   python3 benchmarks/bench_efficiency.py "${common[@]}" --attn flash_attention_2 --json-out "$out/gpu_fa2.json" 2>&1 \
     | tee "$out/gpu_fa2.txt"

@@ -1,4 +1,4 @@
-"""Load a supported VLM and its processor, build LLaVA-1.5 prompts and read images."""
+"""Load a supported VLM (LLaVA-1.5, LLaVA-NeXT, Qwen2.5-VL) and its processor, build prompts and read images."""
 
 from __future__ import annotations
 
@@ -8,12 +8,33 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration, ProcessorMixin
+from transformers import (
+    AutoConfig,
+    AutoProcessor,
+    LlavaForConditionalGeneration,
+    LlavaNextForConditionalGeneration,
+    PreTrainedModel,
+    ProcessorMixin,
+    Qwen2_5_VLForConditionalGeneration,
+)
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_ARCHITECTURES = ("LlavaForConditionalGeneration",)
-_SUPPORTED_MODEL_TYPES = ("llava",)
+#: Architecture name (config ``architectures``) -> model class; the pruning adapter follows from the class.
+MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
+    "LlavaForConditionalGeneration": LlavaForConditionalGeneration,
+    "LlavaNextForConditionalGeneration": LlavaNextForConditionalGeneration,
+    "Qwen2_5_VLForConditionalGeneration": Qwen2_5_VLForConditionalGeneration,
+}
+SUPPORTED_ARCHITECTURES = tuple(MODEL_CLASSES)
+_MODEL_TYPES = {
+    "llava": "LlavaForConditionalGeneration",
+    "llava_next": "LlavaNextForConditionalGeneration",
+    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+}
+_SUPPORTED_MODEL_TYPES = tuple(_MODEL_TYPES)
+#: conv mode that formats the prompt with the processor's own chat template (Qwen2.5-VL, llava-hf NeXT).
+CHAT_TEMPLATE = "chat_template"
 _VICUNA_SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
@@ -47,14 +68,15 @@ def resolve_dtype(dtype: str | torch.dtype) -> str | torch.dtype:
         raise ValueError(f"unknown dtype {dtype!r}; expected 'auto' or one of {sorted(_DTYPES)}") from None
 
 
-def check_architecture(model_id_or_path: str | os.PathLike[str], trust_remote_code: bool = False) -> None:
-    """Raise ``ValueError`` unless the checkpoint's config declares a supported architecture."""
+def check_architecture(model_id_or_path: str | os.PathLike[str], trust_remote_code: bool = False) -> str:
+    """The checkpoint's supported architecture name; ``ValueError`` naming it if it is not supported."""
     config = AutoConfig.from_pretrained(model_id_or_path, trust_remote_code=trust_remote_code)
     architectures = list(getattr(config, "architectures", None) or [])
-    if any(arch in SUPPORTED_ARCHITECTURES for arch in architectures):
-        return
-    if not architectures and config.model_type in _SUPPORTED_MODEL_TYPES:
-        return
+    for arch in architectures:
+        if arch in MODEL_CLASSES:
+            return arch
+    if not architectures and config.model_type in _MODEL_TYPES:
+        return _MODEL_TYPES[config.model_type]
     found = ", ".join(architectures) or f"model_type={config.model_type!r}"
     raise ValueError(
         f"unsupported model architecture {found}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
@@ -67,22 +89,32 @@ def load_model_and_processor(
     dtype: str | torch.dtype = "auto",
     attn_implementation: str | None = None,
     trust_remote_code: bool = False,
-) -> tuple[LlavaForConditionalGeneration, ProcessorMixin]:
-    """Load a LLaVA checkpoint (hub id or local path) in eval mode on ``device``, with its processor."""
-    check_architecture(model_id_or_path, trust_remote_code=trust_remote_code)
+    device_map: str | dict[str, str | int] | None = None,
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Load a supported checkpoint (hub id or local path) in eval mode on ``device`` (or spread by
+    ``device_map``), with its processor; the model class follows the config's architecture."""
+    architecture = check_architecture(model_id_or_path, trust_remote_code=trust_remote_code)
     kwargs: dict[str, object] = {"dtype": resolve_dtype(dtype), "trust_remote_code": trust_remote_code}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
-    model = LlavaForConditionalGeneration.from_pretrained(model_id_or_path, **kwargs)
-    model = model.to(device).eval()
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    model = MODEL_CLASSES[architecture].from_pretrained(model_id_or_path, **kwargs)
+    model = (model if device_map is not None else model.to(device)).eval()
     processor = AutoProcessor.from_pretrained(model_id_or_path, trust_remote_code=trust_remote_code)
     logger.info("loaded %s (%s) on %s", model_id_or_path, model.dtype, model.device)
     return model, processor
 
 
-def prompt_for(question: str, conv_mode: str = "vicuna_v1") -> str:
-    """The LLaVA-1.5 single-turn prompt for ``question`` (``vicuna_v1``: system sentence +
-    ``"USER: <image>\\n{question} ASSISTANT:"``; ``llava_hf``: without the system sentence)."""
+def prompt_for(question: str, conv_mode: str = "vicuna_v1", processor: ProcessorMixin | None = None) -> str:
+    """The single-turn prompt for ``question`` about one image.
+
+    ``vicuna_v1``: LLaVA-1.5's system sentence + ``"USER: <image>\\n{question} ASSISTANT:"``; ``llava_hf``:
+    without the system sentence; ``chat_template``: the ``processor``'s own chat template with one image and
+    the generation prompt (Qwen2.5-VL's reference format).
+    """
+    if conv_mode == CHAT_TEMPLATE:
+        return chat_prompt(processor, question)
     try:
         template = CONV_TEMPLATES[conv_mode]
     except KeyError:
@@ -90,6 +122,19 @@ def prompt_for(question: str, conv_mode: str = "vicuna_v1") -> str:
             f"unknown conv mode {conv_mode!r}; supported: {', '.join(sorted(CONV_TEMPLATES))}"
         ) from None
     return template.format(question=question)
+
+
+def chat_prompt(processor: ProcessorMixin | None, question: str) -> str:
+    """``question`` about one image formatted by the processor's chat template, with the generation prompt."""
+    if processor is None or not getattr(processor, "chat_template", None):
+        raise ValueError("conv mode 'chat_template' needs a processor that has a chat template")
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def default_conv_mode(model: PreTrainedModel) -> str:
+    """The prompt format a family's reference evaluation uses: LLaVA's ``vicuna_v1``, or the chat template."""
+    return "vicuna_v1" if isinstance(model, LlavaForConditionalGeneration) else CHAT_TEMPLATE
 
 
 def load_image(path: str | os.PathLike[str]) -> Image.Image:

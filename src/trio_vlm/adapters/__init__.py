@@ -6,8 +6,14 @@ from torch import nn
 
 from trio_vlm.adapters.base import ModelAdapter
 from trio_vlm.adapters.llava import LlavaAdapter
+from trio_vlm.adapters.llava_next import LlavaNextAdapter
+from trio_vlm.adapters.qwen2_5_vl import Qwen25VLAdapter
 
-SUPPORTED = {"LlavaForConditionalGeneration": LlavaAdapter}
+SUPPORTED = {
+    "LlavaForConditionalGeneration": LlavaAdapter,
+    "LlavaNextForConditionalGeneration": LlavaNextAdapter,
+    "Qwen2_5_VLForConditionalGeneration": Qwen25VLAdapter,
+}
 
 
 def adapter_for(model: nn.Module) -> ModelAdapter:
@@ -20,4 +26,4 @@ def adapter_for(model: nn.Module) -> ModelAdapter:
     return SUPPORTED[name](model)
 
 
-__all__ = ["ModelAdapter", "LlavaAdapter", "adapter_for", "SUPPORTED"]
+__all__ = ["ModelAdapter", "LlavaAdapter", "LlavaNextAdapter", "Qwen25VLAdapter", "adapter_for", "SUPPORTED"]

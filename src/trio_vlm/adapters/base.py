@@ -6,10 +6,13 @@ family; methods and the engine only talk to this interface.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from trio_vlm.engine.layout import VisualItem
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -29,9 +32,30 @@ class ModelAdapter:
     family: str = "base"
     #: Position convention the family's reference implementation uses after a drop.
     default_position_mode: str = "compact"
+    #: Whether the encoder stage prunes each tile of an image on its own (LLaVA-NeXT: per crop).
+    split_tiles_at_encoder: bool = False
+    #: Leading entries of a vision-layer input row that are not patches (CLIP's [CLS]).
+    vision_row_prefix: int = 1
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+
+    # ---- per-call capture (family-specific inputs the layout needs) ----------------------------------
+    def install_hooks(self) -> list[Any]:
+        """Extra capture hooks of the family (removable handles); none by default."""
+        return []
+
+    def begin_prefill(self, kwargs: dict[str, Any]) -> None:
+        """The multimodal forward's keyword arguments of a new prefill."""
+
+    def end_prefill(self) -> None:
+        """Forget what was captured for the prefill that just ended."""
+
+    def on_vision_tower(self, args: tuple, kwargs: dict[str, Any]) -> None:
+        """The vision tower is about to run with these arguments."""
+
+    def check_supported(self, method: Any) -> None:
+        """``ValueError`` if ``method`` needs something this family cannot provide."""
 
     # ---- modules -------------------------------------------------------------------------------------
     @property
@@ -106,7 +130,25 @@ class ModelAdapter:
         return out
 
     def rotary(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) for ``position_ids`` given as (B, S) or in the engine's (A, B, S) layout."""
+        if position_ids.dim() == 3:
+            position_ids = position_ids[0]
         return self.language_model.rotary_emb(hidden, position_ids)
+
+    def canonical_positions(
+        self, position_ids: torch.Tensor | None, bsz: int, seq: int, start: int, device: torch.device
+    ) -> torch.Tensor:
+        """Positions of a language-model call in the engine's layout (A, B, S), A = 1 for 1-D RoPE;
+        ``None`` means ``start, start + 1, …`` as the model would number them."""
+        if position_ids is None:
+            position_ids = torch.arange(start, start + seq, device=device)[None]
+        if position_ids.dim() == 3:
+            position_ids = position_ids[0]
+        return position_ids.expand(bsz, -1)[None]
+
+    def layer_position_ids(self, positions: torch.Tensor) -> torch.Tensor | None:
+        """The ``position_ids`` a decoder layer receives for positions in the engine's layout."""
+        return positions[0]
 
     def run_layer(self, index: int, hidden: torch.Tensor, layer_kwargs: dict[str, Any]) -> torch.Tensor:
         """Run decoder layer ``index`` on ``hidden`` with the given mask/positions and no cache."""
@@ -128,8 +170,17 @@ class ModelAdapter:
         ref = embed(torch.tensor(self.image_token_id, device=inputs_embeds.device)).to(inputs_embeds.dtype)
         return (inputs_embeds == ref).all(-1)
 
-    def image_layout(self, visual_mask_row: torch.Tensor) -> list[torch.Tensor]:
-        """Split one sample's visual positions into per-image runs."""
+    def visual_kinds(
+        self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(B, S) long: 0 for text, 1 for image tokens, 2 for video tokens."""
+        return self.visual_mask(input_ids, inputs_embeds).long()
+
+    def visual_layout(
+        self, kinds: torch.Tensor, embeds: torch.Tensor, positions: torch.Tensor
+    ) -> list[list[VisualItem]]:
+        """Per sample, its images/videos in prompt order. ``kinds`` (B, S) from :meth:`visual_kinds`,
+        ``embeds`` the language model's input embeddings, ``positions`` (A, B, S)."""
         raise NotImplementedError
 
     # ---- a decoder layer evaluated for a few query rows (probes, attention-row scores) ---------------
@@ -216,6 +267,13 @@ class ModelAdapter:
         return h + layer.mlp(layer.post_attention_layernorm(h))
 
     # ---- vision side ---------------------------------------------------------------------------------
-    def cls_attention_from_input(self, layer: nn.Module, hidden_in: torch.Tensor) -> torch.Tensor:
-        """Head-averaged [CLS]→patch attention of a vision layer, recomputed from the layer's input."""
+    def cls_attention_from_input(
+        self, layer: nn.Module, hidden_in: torch.Tensor, layer_kwargs: dict[str, Any] | None = None
+    ) -> torch.Tensor | list[torch.Tensor]:
+        """Head-averaged [CLS]→patch attention of a vision layer, recomputed from the layer's input: one row
+        per vision row (a (rows, N) tensor or a list of 1-D rows)."""
         raise NotImplementedError
+
+    def vision_input_rows(self, hidden_in: torch.Tensor, layer_kwargs: dict[str, Any]) -> list[torch.Tensor]:
+        """A vision layer's input split into one (prefix + N, D) row per vision row."""
+        return list(hidden_in)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from trio_vlm.adapters.base import ModelAdapter
+from trio_vlm.engine.layout import VisualItem, square_item
 
 
 class LlavaAdapter(ModelAdapter):
@@ -42,6 +45,7 @@ class LlavaAdapter(ModelAdapter):
         return int(self.model.config.image_seq_length)
 
     def image_layout(self, visual_mask_row: torch.Tensor) -> list[torch.Tensor]:
+        """One sample's image-token positions split into per-image runs of ``tokens_per_image``."""
         positions = visual_mask_row.nonzero().flatten()
         n = self.tokens_per_image
         if positions.numel() % n:
@@ -50,7 +54,21 @@ class LlavaAdapter(ModelAdapter):
             )
         return list(positions.split(n))
 
-    def cls_attention_from_input(self, layer: nn.Module, hidden_in: torch.Tensor) -> torch.Tensor:
+    def visual_layout(
+        self, kinds: torch.Tensor, embeds: torch.Tensor, positions: torch.Tensor
+    ) -> list[list[VisualItem]]:
+        out, row = [], 0
+        for b in range(kinds.shape[0]):
+            items = []
+            for pos in self.image_layout(kinds[b] > 0):
+                items.append(square_item(pos, row))
+                row += 1
+            out.append(items)
+        return out
+
+    def cls_attention_from_input(
+        self, layer: nn.Module, hidden_in: torch.Tensor, layer_kwargs: dict[str, Any] | None = None
+    ) -> torch.Tensor:
         attn = layer.self_attn
         x = layer.layer_norm1(hidden_in)
         bsz, seq, _ = x.shape

@@ -10,7 +10,7 @@ from transformers import AutoConfig
 from trio_vlm.bundled import bundled_image_path, default_model_dir
 from trio_vlm.cli.generation import generate_answer, generation_kwargs
 from trio_vlm.cli.schedule_args import add_schedule_arguments, build_method, schedule_summary, uses_preset
-from trio_vlm.loading import load_image, load_model_and_processor, prompt_for
+from trio_vlm.loading import default_conv_mode, load_image, load_model_and_processor, prompt_for
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", help="hub id or local path (default: the bundled tiny random model)")
     parser.add_argument("--image", help="image file (default with the bundled model: the bundled image)")
     parser.add_argument("--question", default=DEFAULT_QUESTION)
-    parser.add_argument("--conv-mode", default="vicuna_v1")
+    parser.add_argument(
+        "--conv-mode", default="auto", help="vicuna_v1, llava_hf, chat_template, or auto (the model family's)"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto")
@@ -53,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
     image_path = bundled_image_path() if args.image is None else args.image
     print(f"image: {image_path}" + (" (bundled)" if args.image is None else ""))
     image = load_image(image_path)
-    prompt = prompt_for(args.question, args.conv_mode)
     model, processor = load_model_and_processor(model_dir, device=args.device, dtype=args.dtype)
+    conv_mode = default_conv_mode(model) if args.conv_mode == "auto" else args.conv_mode
+    prompt = prompt_for(args.question, conv_mode, processor)
 
     answer = generate_answer(model, processor, image, prompt, method, generation_kwargs(args.max_new_tokens))
     summary = schedule_summary(method)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from transformers.utils import logging as hf_logging
 
-from trio_vlm.cli import answer, answer_file
+from trio_vlm.cli import answer, answer_file, compare, demo_cmd, eval_cmd, profile_cmd, table_cmd, testbed_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,12 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     for command in (answer, answer_file):
         command.add_parser(subparsers)
+    compare.add_parser(subparsers)
+    eval_cmd.add_parser(subparsers)
+    table_cmd.add_parser(subparsers)
+    profile_cmd.add_parser(subparsers)
+    testbed_cmd.add_parser(subparsers)
+    demo_cmd.add_parser(subparsers)
     for sub in subparsers.choices.values():  # also accept -v after the command; SUPPRESS keeps the count
         sub.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser

@@ -33,6 +33,24 @@ def parse_int_list(text: str, option: str, *, increasing: bool = False) -> list[
     return value
 
 
+def parse_ratio_list(text: str, option: str) -> list[float]:
+    """Parse a JSON list of fractions in (0, 1] such as ``"[0.333]"``; ``ValueError`` names ``option``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{option} must be a JSON list of fractions such as '[0.333]', got {text!r}"
+        ) from exc
+    ok = isinstance(value, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    )
+    if not ok:
+        raise ValueError(f"{option} must be a JSON list of fractions such as '[0.333]', got {text!r}")
+    if any(not 0 < v <= 1 for v in value):
+        raise ValueError(f"{option} entries must lie in (0, 1], got {value}")
+    return [float(v) for v in value]
+
+
 def add_schedule_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--method``, the preset options, the explicit schedule lists and ``--vanilla``."""
     group = parser.add_argument_group("pruning schedule (explicit lists override the preset)")
@@ -45,6 +63,15 @@ def add_schedule_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--layer-list", help="JSON list: decoder layers run before each drop, e.g. '[16]'")
     group.add_argument("--image-token-list", help="JSON list: visual tokens kept by each drop, e.g. '[32]'")
     group.add_argument("--visual-token-num", type=int, help="visual tokens kept by the encoder stage")
+    group.add_argument(
+        "--image-token-ratio",
+        type=float,
+        help="encoder stage as a fraction of each image's tokens (variable-resolution models), e.g. 0.167",
+    )
+    group.add_argument(
+        "--image-token-ratio-list",
+        help="JSON list: fraction of the tokens each LLM drop keeps, e.g. '[0.333]' (instead of --image-token-list)",
+    )
     group.add_argument("--vanilla", action="store_true", help="no pruning: the unmodified model")
 
 
@@ -60,7 +87,28 @@ def _explicit_overrides(args: argparse.Namespace) -> dict[str, Any]:
         if args.mode == "wo_ve":
             raise ValueError("--visual-token-num sets the encoder stage, which --mode wo_ve turns off")
         overrides["visual_token_num"] = args.visual_token_num
+    ratio = getattr(args, "image_token_ratio", None)
+    if ratio is not None:
+        if not 0 < ratio <= 1:
+            raise ValueError(f"--image-token-ratio must lie in (0, 1], got {ratio}")
+        if args.mode == "wo_ve":
+            raise ValueError("--image-token-ratio sets the encoder stage, which --mode wo_ve turns off")
+        overrides["image_token_ratio"] = ratio
+    ratio_list = getattr(args, "image_token_ratio_list", None)
+    if ratio_list is not None:
+        if args.image_token_list is not None:
+            raise ValueError("give --image-token-list or --image-token-ratio-list, not both")
+        overrides["image_token_ratio_list"] = parse_ratio_list(ratio_list, "--image-token-ratio-list")
+        overrides["image_token_list"] = []
     return overrides
+
+
+def _check_fields(cls: type, overrides: dict[str, Any], method: str) -> None:
+    """``ValueError`` naming the option a method does not take (fraction schedules are TRIO's so far)."""
+    names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    for key in ("image_token_ratio", "image_token_ratio_list"):
+        if key in overrides and key not in names:
+            raise ValueError(f"method {method!r} does not take --{key.replace('_', '-')}")
 
 
 def scale_schedule(method: Any, num_layers: int, num_visual: int) -> Any:
@@ -86,7 +134,12 @@ def scale_schedule(method: Any, num_layers: int, num_visual: int) -> Any:
 
 def uses_preset(args: argparse.Namespace) -> bool:
     """Whether the method starts from a preset: unless both lists are given without ``--budget``."""
-    return args.budget is not None or args.layer_list is None or args.image_token_list is None
+    counts = (
+        args.image_token_list
+        if args.image_token_list is not None
+        else getattr(args, "image_token_ratio_list", None)
+    )
+    return args.budget is not None or args.layer_list is None or counts is None
 
 
 def build_method(args: argparse.Namespace, *, scale_to: tuple[int, int] | None = None) -> Any | None:
@@ -105,6 +158,7 @@ def build_method(args: argparse.Namespace, *, scale_to: tuple[int, int] | None =
     if args.budget is not None and args.budget < 1:
         raise ValueError(f"--budget must be >= 1, got {args.budget}")
     cls = method_class(args.method)
+    _check_fields(cls, overrides, args.method)
     if not uses_preset(args):
         if args.mode == "w_ve" and "visual_token_num" not in overrides:
             raise ValueError("--mode w_ve with explicit lists needs --visual-token-num (or use --mode wo_ve)")
@@ -127,4 +181,14 @@ def schedule_summary(method: Any | None) -> dict[str, Any]:
         "layer_list": list(schedule.layer_list),
         "image_token_list": list(schedule.image_token_list),
         "visual_token_num": schedule.visual_token_num,
+        **(
+            {"image_token_ratio": schedule.image_token_ratio}
+            if schedule.image_token_ratio is not None
+            else {}
+        ),
+        **(
+            {"image_token_ratio_list": list(schedule.image_token_ratio_list)}
+            if schedule.image_token_ratio_list
+            else {}
+        ),
     }

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from trio_vlm.adapters.base import ModelAdapter
+from trio_vlm.engine.layout import SampleMeta, align_rows, split_keep
 from trio_vlm.engine.masks import layer_attention_mask
 from trio_vlm.engine.state import SequenceState, gather_hidden, last_valid_index
 from trio_vlm.events import PruneEvent
@@ -44,8 +45,10 @@ class _Call:
 
     index: int
     visual_mask: torch.Tensor | None = None
-    cls_rows: dict[int, torch.Tensor] = field(default_factory=dict)
-    vision_inputs: dict[int, torch.Tensor] = field(default_factory=dict)
+    kinds: torch.Tensor | None = None
+    meta: list[SampleMeta] = field(default_factory=list)
+    cls_rows: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    vision_inputs: dict[int, list[torch.Tensor]] = field(default_factory=dict)
     prefill_len: int = 0
     state: SequenceState | None = None
     stages: list[_StageRecord] = field(default_factory=list)
@@ -71,6 +74,7 @@ class PruneSession:
         self.method = method
         self.schedule = method.schedule()
         self.schedule.validate(adapter.num_layers)
+        adapter.check_supported(method)
         self.position_mode = method.position_mode or adapter.default_position_mode
         if self.position_mode not in ("compact", "original"):
             raise ValueError(f"unknown position convention {self.position_mode!r}")
@@ -82,8 +86,8 @@ class PruneSession:
         self._t0 = 0.0
         # generate() in transformers 5.x encodes images before the first forward: keep what the vision hooks
         # saw (and when the tower started) until the prefill that consumes it.
-        self._pending_cls: dict[int, torch.Tensor] = {}
-        self._pending_inputs: dict[int, torch.Tensor] = {}
+        self._pending_cls: dict[int, list[torch.Tensor]] = {}
+        self._pending_inputs: dict[int, list[torch.Tensor]] = {}
         self._vision_t0: float | None = None
         self._in_stage = False  # a method may run decoder layers itself (e.g. the reference probe)
         n_vision = len(adapter.vision_layers)
@@ -97,11 +101,12 @@ class PruneSession:
                 if not -n_vision <= idx < n_vision:
                     raise ValueError(f"vision layer {idx} out of range for a tower with {n_vision} layers")
                 table.setdefault(idx % n_vision, []).append(idx)
+        # first layer to see the shorter sequence -> (stage label, position in layer_list; -1 = encoder)
         stages: dict[int, tuple[str | int, int]] = {}
         if self.schedule.has_encoder_stage:
-            stages[0] = ("encoder", self.schedule.visual_token_num)
-        for layer, count in zip(self.schedule.layer_list, self.schedule.image_token_list):
-            stages[layer] = (layer, count)
+            stages[0] = ("encoder", -1)
+        for pos, layer in enumerate(self.schedule.layer_list):
+            stages[layer] = (layer, pos)
         self._stages = stages
 
     # ---- install / remove ---------------------------------------------------------------------------
@@ -115,7 +120,8 @@ class PruneSession:
         for i, layer in enumerate(self.adapter.decoder_layers):
             self._handles.append(layer.register_forward_pre_hook(self._layer_hook(i), with_kwargs=True))
         tower = self.adapter.vision_tower
-        self._handles.append(tower.register_forward_pre_hook(self._vision_start))
+        self._handles.append(tower.register_forward_pre_hook(self._vision_start, with_kwargs=True))
+        self._handles.extend(self.adapter.install_hooks())
         for i in sorted(set(self._cls_layers) | set(self._input_layers)):
             layer = self.adapter.vision_layers[i]
             self._handles.append(layer.register_forward_pre_hook(self._vision_hook(i), with_kwargs=True))
@@ -138,7 +144,9 @@ class PruneSession:
         embeds = kwargs.get("inputs_embeds")
         self._call = _Call(index=self._calls, in_prefill=True)
         self._calls += 1
-        self._call.visual_mask = self.adapter.visual_mask(input_ids, embeds)
+        self._call.kinds = self.adapter.visual_kinds(input_ids, embeds)
+        self._call.visual_mask = self._call.kinds > 0
+        self.adapter.begin_prefill(kwargs)
         self._call.cls_rows = self._pending_cls
         self._call.vision_inputs = self._pending_inputs
         device = (input_ids if input_ids is not None else embeds).device
@@ -155,21 +163,27 @@ class PruneSession:
         self._pending_cls = {}
         self._pending_inputs = {}
         self._vision_t0 = None
+        self.adapter.end_prefill()
 
-    def _vision_start(self, module: nn.Module, args: tuple) -> None:
+    def _vision_start(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
         if self._vision_t0 is None:
             self._vision_t0 = time.perf_counter()
+        self.adapter.on_vision_tower(args, kwargs)
 
     def _vision_hook(self, index: int):
+        # Rows are appended: a family may run the tower more than once per prompt (Qwen2.5-VL: images, then
+        # videos), and the vision rows of a call are numbered in that order.
         def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
             hidden = kwargs.get("hidden_states", args[0] if args else None)
-            for key in self._input_layers.get(index, []):
-                self._pending_inputs[key] = hidden
+            if index in self._input_layers:
+                rows = self.adapter.vision_input_rows(hidden, kwargs)
+                for key in self._input_layers[index]:
+                    self._pending_inputs.setdefault(key, []).extend(rows)
             if index in self._cls_layers:
                 with torch.no_grad():
-                    rows = self.adapter.cls_attention_from_input(module, hidden)
+                    rows = list(self.adapter.cls_attention_from_input(module, hidden, kwargs))
                 for key in self._cls_layers[index]:
-                    self._pending_cls[key] = rows
+                    self._pending_cls.setdefault(key, []).extend(rows)
 
         return hook
 
@@ -205,26 +219,29 @@ class PruneSession:
     ) -> None:
         bsz, seq, _ = embeds.shape
         device = embeds.device
-        visual = call.visual_mask.to(device)
-        if visual.shape != (bsz, seq):
-            raise ValueError(f"image-token mask {tuple(visual.shape)} does not match the prompt {(bsz, seq)}")
-        if self._stages and not bool(visual.any()):
+        kinds = call.kinds.to(device)
+        if kinds.shape != (bsz, seq):
+            raise ValueError(f"image-token mask {tuple(kinds.shape)} does not match the prompt {(bsz, seq)}")
+        if self._stages and not bool((kinds > 0).any()):
             raise ValueError(
                 f"no image tokens (id {self.adapter.image_token_id}) in the input: put the image placeholder "
                 "in the prompt (e.g. via the processor) so there is something to prune"
             )
         padding = torch.ones(bsz, seq, dtype=torch.bool, device=device) if mask2d is None else mask2d.bool()
         pad_left = bool((~padding[:, 0]).any()) and bool(padding[:, -1].all())
+        position_ids = self.adapter.canonical_positions(position_ids, bsz, seq, 0, device)
         image = torch.full((bsz, seq), -1, dtype=torch.long, device=device)
         vis_index = torch.full((bsz, seq), -1, dtype=torch.long, device=device)
-        for b in range(bsz):
-            for m, pos in enumerate(self.adapter.image_layout(visual[b])):
+        layout = self.adapter.visual_layout(kinds, embeds, position_ids) if self._stages else [[]] * bsz
+        call.meta = []
+        for b, items in enumerate(layout):
+            count = 0
+            for m, item in enumerate(items):
+                pos = item.positions.to(device)
                 image[b, pos] = m
-            n = int(visual[b].sum())
-            vis_index[b, visual[b]] = torch.arange(n, device=device)
-        if position_ids is None:
-            position_ids = torch.arange(seq, device=device)[None].expand(bsz, -1)
-        position_ids = position_ids.expand(bsz, -1)
+                vis_index[b, pos] = torch.arange(count, count + pos.numel(), device=device)
+                count += pos.numel()
+            call.meta.append(SampleMeta.from_items(items, device))
         call.prefill_len = seq
         call.state = SequenceState(
             padding=padding,
@@ -262,7 +279,7 @@ class PruneSession:
         )
         return {
             "attention_mask": mask,
-            "position_ids": state.positions,
+            "position_ids": self.adapter.layer_position_ids(state.positions),
             "position_embeddings": self.adapter.rotary(hidden, state.positions),
         }
 
@@ -273,8 +290,8 @@ class PruneSession:
                 call.kwargs_cache["prefill"] = self._state_kwargs(call.state, hidden)
             kwargs = {**kwargs, **call.kwargs_cache["prefill"]}
         if index in self._stages:
-            stage, count = self._stages[index]
-            new_hidden = self._run_stage(call, stage, index, count, hidden, kwargs)
+            stage, stage_pos = self._stages[index]
+            new_hidden = self._run_stage(call, stage, index, stage_pos, hidden, kwargs)
             if new_hidden is not None:
                 hidden = new_hidden
                 call.kwargs_cache["prefill"] = self._state_kwargs(call.state, hidden)
@@ -303,61 +320,94 @@ class PruneSession:
         else:
             new_mask = torch.ones(bsz, seen, dtype=torch.bool, device=device)
         padding = torch.cat([record.padding, new_mask], dim=1)
-        positions = call.step_position_ids
-        if positions is None:
-            base = call.prefill_len + call.decoded
-            positions = (torch.arange(q_len, device=device) + base)[None].expand(bsz, -1)
-        positions = positions.expand(bsz, -1)
+        positions = self.adapter.canonical_positions(
+            call.step_position_ids, bsz, q_len, call.prefill_len + call.decoded, device
+        )
         if self.position_mode == "compact":
-            positions = positions - record.dropped[:, None]
+            positions = positions - record.dropped[None, :, None]
         out = {
             "attention_mask": layer_attention_mask(
                 padding, q_len, self.adapter.attn_implementation, hidden.dtype
             ),
-            "position_ids": positions,
+            "position_ids": self.adapter.layer_position_ids(positions),
             "position_embeddings": self.adapter.rotary(hidden, positions),
         }
         call.kwargs_cache[key] = out
         return out
 
     # ---- a stage -------------------------------------------------------------------------------------
-    def _groups(self, call: _Call, count: int) -> tuple[list[Group], list[Group]]:
-        """(groups to prune, groups kept whole) — one group per image per sample."""
+    def _keep(self, stage: str | int, stage_pos: int, available: int) -> int:
+        if stage == "encoder":
+            return self.schedule.encoder_keep(available)
+        return self.schedule.llm_keep(stage_pos, available)
+
+    def _groups(
+        self, call: _Call, stage: str | int, stage_pos: int
+    ) -> tuple[list[Group], list[Group], list[tuple[int, torch.Tensor]]]:
+        """(groups to prune, groups kept whole, (vision row, patch indices) of groups lying on one row).
+
+        One group per image per sample; at the encoder stage of a family that prunes tiles separately
+        (LLaVA-NeXT), one group per tile, the image's budget split over its tiles by size."""
         state = call.state
-        to_prune, whole = [], []
-        row = 0
+        to_prune, whole, pieces = [], [], []
+        split = stage == "encoder" and self.adapter.split_tiles_at_encoder
         for b in range(state.padding.shape[0]):
-            n_images = int(state.image[b].max()) + 1
-            for m in range(n_images):
+            meta = call.meta[b]
+            for m in range(int(state.image[b].max()) + 1):
                 pos = (state.image[b] == m).nonzero().flatten()
-                g = Group(
-                    sample=b,
-                    image_row=row,
-                    positions=pos,
-                    original=state.visual[b, pos],
-                    keep=min(count, int(pos.numel())),
-                )
-                row += 1
-                (to_prune if g.keep < g.size else whole).append(g)
-        return to_prune, whole
+                original = state.visual[b, pos]
+                keep = self._keep(stage, stage_pos, int(pos.numel()))
+                parts = [(pos, original, keep)]
+                tile = meta.take("tile", original)
+                if split and tile is not None and int(tile.max()) > int(tile.min()):
+                    tiles = torch.unique(tile)
+                    masks = [tile == t for t in tiles]
+                    quotas = split_keep(keep, [int(mask.sum()) for mask in masks])
+                    parts = [(pos[mask], original[mask], q) for mask, q in zip(masks, quotas)]
+                for p, o, k in parts:
+                    rows = meta.take("vision_row", o)
+                    image_row = int(rows[0]) if rows is not None else len(to_prune) + len(whole)
+                    g = Group(
+                        sample=b,
+                        image_row=image_row,
+                        positions=p,
+                        original=o,
+                        keep=k,
+                        tile=meta.take("tile", o),
+                        row=meta.take("row", o),
+                        col=meta.take("col", o),
+                        kind=meta.kinds[m] if m < len(meta.kinds) else "image",
+                    )
+                    if rows is not None and bool((rows == image_row).all()):
+                        pieces.append((image_row, meta.take("patch", o)))
+                    (to_prune if g.keep < g.size else whole).append(g)
+        return to_prune, whole, pieces
+
+    def _vision_tables(
+        self, captured: dict[int, list[torch.Tensor]], pieces: list[tuple[int, torch.Tensor]], prefix: int
+    ) -> dict[int, Any]:
+        """Captured vision-side rows, each aligned with the group lying on it (see :func:`align_rows`)."""
+        return {key: align_rows(rows, pieces, prefix) for key, rows in captured.items() if rows}
 
     def _run_stage(
         self,
         call: _Call,
         stage: str | int,
         index: int,
-        count: int,
+        stage_pos: int,
         hidden: torch.Tensor,
         kwargs: dict[str, Any],
     ) -> torch.Tensor | None:
         state = call.state
-        to_prune, whole = self._groups(call, count)
+        to_prune, whole, pieces = self._groups(call, stage, stage_pos)
         selection = Selection(kept=[], scores=[])
         if to_prune:
             wanted = [i for keys in self._cls_layers.values() for i in keys]
-            missing = [i for i in wanted if i not in call.cls_rows] if stage == "encoder" else []
+            missing = [i for i in wanted if not call.cls_rows.get(i)] if stage == "encoder" else []
             if missing:
                 raise RuntimeError(f"vision [CLS] attention for layers {missing} was not captured")
+            if stage != "encoder":
+                pieces = []
             ctx = StageContext(
                 stage=stage,
                 layer_index=index,
@@ -367,8 +417,8 @@ class PruneSession:
                 last_valid=last_valid_index(state.padding),
                 layer_kwargs=kwargs,
                 adapter=self.adapter,
-                cls_attention=call.cls_rows,
-                vision_inputs=call.vision_inputs,
+                cls_attention=self._vision_tables(call.cls_rows, pieces, 0),
+                vision_inputs=self._vision_tables(call.vision_inputs, pieces, self.adapter.vision_row_prefix),
                 previous_hidden=call.previous[0] if index > 0 and call.previous else None,
                 previous_kwargs=call.previous[1] if index > 0 and call.previous else None,
             )
@@ -438,8 +488,8 @@ class PruneSession:
         def cat_scores(b: int) -> torch.Tensor | None:
             if not scores[b] or any(s is None for s in scores[b]):
                 return None
-            order = torch.argsort(torch.cat(cand[b]))
-            return torch.cat([s.float() for s in scores[b]])[order].detach().cpu()
+            order = torch.argsort(torch.cat(cand[b]).cpu())
+            return torch.cat([s.detach().float().cpu() for s in scores[b]])[order]
 
         self.events.append(
             PruneEvent(

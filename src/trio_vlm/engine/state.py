@@ -19,7 +19,8 @@ class SequenceState:
 
     ``padding`` real tokens; ``visual`` the sample-level original visual index (-1 for text/padding);
     ``image`` which image of the sample the token belongs to (-1 otherwise); ``original_positions`` the
-    position ids before any drop; ``positions`` those the layers use now; ``dropped`` tokens dropped per sample.
+    position ids before any drop; ``positions`` those the layers use now, both (A, B, S) with A = 1 for 1-D
+    RoPE and A = 3 for Qwen2.5-VL's M-RoPE (temporal, height, width); ``dropped`` tokens dropped per sample.
     """
 
     padding: torch.Tensor
@@ -51,9 +52,12 @@ class SequenceState:
         order = torch.sort((~keep).int(), dim=1, stable=True).indices  # kept positions first, in order
         index = order.gather(1, rank.clamp(min=0, max=keep.shape[1] - 1))
         dropped_before = torch.cumsum((~keep).long(), 1)
-        shifted = self.positions - dropped_before if compact else self.positions
+        shifted = self.positions - dropped_before[None] if compact else self.positions
 
         def take(t: torch.Tensor, fill: int) -> torch.Tensor:
+            if t.dim() == 3:  # (A, B, S) positions: gather along the sequence axis of every row
+                picked = t.gather(2, index[None].expand(t.shape[0], -1, -1))
+                return torch.where(valid[None], picked, torch.full_like(picked, fill))
             return torch.where(valid, t.gather(1, index), torch.full_like(index, fill))
 
         new = SequenceState(

@@ -23,8 +23,14 @@ class Group:
     """The visual tokens of one image of one sample, as they stand when a stage starts.
 
     ``positions`` index the current sequence of sample ``sample``; ``keep`` is how many must survive;
-    ``image_row`` is the image's row in ``pixel_values`` order (for encoder-side attention maps);
-    ``original`` holds the tokens' indices in the image's original visual-token sequence.
+    ``image_row`` is the group's row in the vision-side tables of the context (``cls_attention``,
+    ``vision_inputs``), whose entries are aligned with the group's tokens at the encoder stage;
+    ``original`` holds the tokens' indices in the sample's original visual-token sequence.
+
+    Spatial metadata filled by the model-family adapter (``None`` where a family has none), one entry per
+    token: ``tile`` (LLaVA-NeXT: 0 = base image, 1.. = crops in raster order; Qwen2.5-VL video: frame;
+    else 0), ``row``/``col`` (the token's place on its tile's patch grid; for Qwen2.5-VL the merged 2×2
+    grid). ``kind`` is ``"image"`` or ``"video"``.
     """
 
     sample: int
@@ -32,10 +38,46 @@ class Group:
     positions: torch.Tensor
     original: torch.Tensor
     keep: int
+    tile: torch.Tensor | None = None
+    row: torch.Tensor | None = None
+    col: torch.Tensor | None = None
+    kind: str = "image"
 
     @property
     def size(self) -> int:
         return int(self.positions.numel())
+
+
+class RowTable:
+    """Per-row tensors of different lengths that index like a (rows, N, ...) tensor.
+
+    The engine delivers vision-side tables this way when the groups of one call have different sizes
+    (LLaVA-NeXT crops cut by unpadding, Qwen2.5-VL's dynamic resolution): ``table[g.image_row]`` is the
+    group's row, aligned with its tokens; ``table[i : i + 1]`` stacks one row; ``float()`` and scalar
+    multiplication apply to every row.
+    """
+
+    def __init__(self, rows: list[torch.Tensor]) -> None:
+        self.rows = list(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: int | slice) -> torch.Tensor:
+        if isinstance(key, slice):
+            picked = self.rows[key]
+            if len({tuple(r.shape) for r in picked}) > 1:
+                raise ValueError("cannot stack rows of different lengths; index them one at a time")
+            return torch.stack(picked)
+        return self.rows[key]
+
+    def float(self) -> RowTable:
+        return RowTable([r.float() for r in self.rows])
+
+    def __mul__(self, other: float) -> RowTable:
+        return RowTable([r * other for r in self.rows])
+
+    __rmul__ = __mul__
 
 
 @dataclass
@@ -48,6 +90,10 @@ class StageContext:
     tokens; ``last_valid`` (B,) is the index of each sample's last real token. ``cls_attention`` maps a vision
     layer index to the head-averaged [CLS]→patch attention rows (n_images, N) when the method asked for them;
     ``vision_inputs`` maps a vision layer index to that layer's input hidden states (n_images, 1 + N, D_v).
+    Rows are indexed by ``Group.image_row`` and aligned with the group's tokens (a :class:`RowTable` when
+    rows differ in length). Families without a [CLS] token (Qwen2.5-VL) deliver, as ``cls_attention``, the
+    attention each token *receives* in that vision layer (mean over heads and queries, averaged per merged
+    2×2 unit) — the signal the Qwen2.5-VL reference uses.
     ``previous_hidden`` / ``previous_kwargs`` are the input and keyword arguments of decoder layer
     ``layer_index - 1`` (same sequence; ``None`` at the encoder stage) for methods that score with the
     attention or keys of the last layer before the drop (FastV, DART).

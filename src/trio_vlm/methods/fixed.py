@@ -76,4 +76,6 @@ class FixedSelection(TokenMethod):
                     f"expected {g.keep}"
                 )
             kept.append(local)
-        return Selection(kept=kept, scores=[torch.zeros(g.size) for g in ctx.groups])
+        return Selection(
+            kept=kept, scores=[torch.zeros(g.size, device=g.original.device) for g in ctx.groups]
+        )

@@ -15,7 +15,6 @@ import torch
 
 from trio_vlm.methods.base import Selection, StageContext
 from trio_vlm.methods.encoder_stage import EncoderStageMethod, check_preset
-from trio_vlm.methods.nms import topk_select
 
 EPS = 1e-6
 
@@ -28,7 +27,8 @@ def default_crops(n_tokens: int, keep: int) -> int:
 def crop_sizes(n_tokens: int, crops: int) -> list[int]:
     """Contiguous 1-D crops of the raster sequence: ``N // crops`` each, the first ``N % crops`` one longer."""
     base, extra = divmod(n_tokens, crops)
-    return [base + (1 if c < extra else 0) for c in range(crops) if base + (1 if c < extra else 0) > 0]
+    sizes = [base + (1 if c < extra else 0) for c in range(crops)]
+    return [size for size in sizes if size > 0]  # the official code skips empty crops
 
 
 def crop_scores(
@@ -38,22 +38,26 @@ def crop_scores(
 
     ``var`` is the official statistic: over each row of the crop's cosine-similarity matrix with its diagonal
     zeroed, squared deviations from the off-diagonal mean, divided by (size - 1). A one-token crop scores its
-    raw attention.
+    raw attention. All crops at once (block-diagonal masks), without a host round trip.
     """
-    out = []
-    for feats, attn in zip(features.float().split(sizes), attention.float().split(sizes)):
-        n = feats.shape[0]
-        if n <= 1:
-            out.append(attn.mean())
-            continue
-        unit = feats / (feats.norm(dim=1, keepdim=True) + EPS)
-        sim = (unit @ unit.T) * (1 - torch.eye(n, device=feats.device))
-        mean = sim.sum(1) / (n - 1)
-        var = ((sim - mean[:, None]) ** 2).sum(1) / (n - 1)
-        scaled = attn * attention_scale
-        var_scale = scaled.abs().mean() / (var.abs().mean() + EPS)
-        out.append((scaled + alpha * var * var_scale).mean())
-    return torch.stack(out)
+    device = attention.device
+    n_crops = len(sizes)
+    size_t = torch.tensor(sizes, device=device)
+    crop = torch.repeat_interleave(torch.arange(n_crops, device=device), size_t)
+    same = crop[:, None] == crop[None, :]
+    unit = features.float() / (features.float().norm(dim=1, keepdim=True) + EPS)
+    sim = (unit @ unit.T) * (same & ~torch.eye(crop.numel(), dtype=torch.bool, device=device))
+    others = (size_t[crop] - 1).clamp(min=1).float()
+    mean = sim.sum(1) / others
+    var = (((sim - mean[:, None]) ** 2) * same).sum(1) / others
+
+    def crop_mean(values: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(n_crops, device=device).index_add_(0, crop, values) / size_t.float()
+
+    scaled = attention.float() * attention_scale
+    var_scale = crop_mean(scaled.abs()) / (crop_mean(var.abs()) + EPS)
+    scores = crop_mean(scaled + alpha * var * var_scale[crop])
+    return torch.where(size_t > 1, scores, crop_mean(attention.float()))
 
 
 def _proportional(weights: list[float], total: int) -> list[int]:
@@ -92,14 +96,14 @@ def holov_select(
     """Ascending indices kept by HoloV: crop quotas by crop score, within a crop the top tokens by attention."""
     sizes = crop_sizes(attention.numel(), crops)
     weights = crop_scores(features, attention, sizes, alpha, attention_scale).tolist()
-    alloc = allocate(weights, sizes, keep, reallocate)
-    starts = [0, *torch.tensor(sizes).cumsum(0).tolist()[:-1]]
-    picked = [
-        topk_select(attention[start : start + size], a) + start
-        for start, size, a in zip(starts, sizes, alloc)
-        if a > 0
-    ]
-    return torch.cat(picked) if picked else torch.empty(0, dtype=torch.long, device=attention.device)
+    alloc = torch.tensor(allocate(weights, sizes, keep, reallocate), device=attention.device)
+    size_t = torch.tensor(sizes, device=attention.device)
+    crop = torch.repeat_interleave(torch.arange(len(sizes), device=attention.device), size_t)
+    # each crop's tokens by descending attention (ties by index), crops in order
+    by_attention = torch.sort(attention.float(), descending=True, stable=True).indices
+    order = by_attention[torch.sort(crop[by_attention], stable=True).indices]
+    rank = torch.arange(order.numel(), device=order.device) - (torch.cumsum(size_t, 0) - size_t)[crop]
+    return torch.sort(order[rank < alloc[crop]]).values
 
 
 @dataclass
@@ -129,7 +133,9 @@ class HoloV(EncoderStageMethod):
         if self.crops is not None and (isinstance(self.crops, bool) or self.crops < 1):
             raise ValueError(f"crops must be a positive integer or None, got {self.crops!r}")
         if not math.isfinite(self.alpha) or not math.isfinite(self.attention_scale):
-            raise ValueError(f"alpha and attention_scale must be finite, got {self.alpha}, {self.attention_scale}")
+            raise ValueError(
+                f"alpha and attention_scale must be finite, got {self.alpha}, {self.attention_scale}"
+            )
 
     @classmethod
     def preset(cls, family: str, budget: int, mode: str | None = None, **overrides) -> HoloV:
@@ -161,4 +167,3 @@ class HoloV(EncoderStageMethod):
             kept.append(idx)
             scores.append(attn)
         return Selection(kept=kept, scores=scores)
-

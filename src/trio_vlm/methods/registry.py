@@ -9,6 +9,15 @@ from trio_vlm.methods.base import TokenMethod
 # name -> "module:Class"; imported on first use so optional pieces cost nothing until asked for.
 METHODS: dict[str, str] = {
     "trio": "trio_vlm.methods.trio:TRIO",
+    "fastv": "trio_vlm.methods.fastv:FastV",
+    "pdrop": "trio_vlm.methods.pdrop:PDrop",
+    "sparsevlm": "trio_vlm.methods.sparsevlm:SparseVLM",
+    "dart": "trio_vlm.methods.dart:DART",
+    "random": "trio_vlm.methods.sanity:Random",
+    "uniform": "trio_vlm.methods.sanity:Uniform",
+    "visionzip": "trio_vlm.methods.visionzip:VisionZip",
+    "holov": "trio_vlm.methods.holov:HoloV",
+    "scope": "trio_vlm.methods.scope:SCOPE",
     "vanilla": "trio_vlm.methods.fixed:Vanilla",
 }
 

@@ -58,7 +58,7 @@ class SCOPE(EncoderStageMethod):
         visual_token_num: tokens per image entering the LLM (official ``num_token``).
         alpha: exponent on the [CLS] attention (official environment variable ``ALPHA``, default 1).
         combine: ``"multi"`` (gain × attn^alpha, official default) or ``"add"`` (official ``COMBINED=add``).
-        attention_layer: vision layer whose [CLS] attention weights the gains (official -2).
+        attention_layer: vision layer whose [CLS] attention, summed over heads, weights the gains (official -2).
         feature_layer: LLaVA's ``vision_feature_layer`` — the CLIP features whose cosine similarity defines
             coverage (official -2, the features LLaVA projects).
     """
@@ -91,7 +91,9 @@ class SCOPE(EncoderStageMethod):
         return (self._feature_input,)
 
     def select(self, ctx: StageContext) -> Selection:
-        attention = ctx.cls_attention[self.attention_layer]
+        # The official code sums the [CLS] row over heads; the engine delivers the head mean.
+        heads = ctx.adapter.vision_layers[self.attention_layer].self_attn.num_heads
+        attention = ctx.cls_attention[self.attention_layer].float() * heads
         features = ctx.vision_inputs[self._feature_input]
         kept, scores = [], []
         for g in ctx.groups:

@@ -7,10 +7,11 @@ from typing import ClassVar
 
 import torch
 
-from trio_vlm.methods.base import Selection, StageContext, TokenMethod
+from trio_vlm.methods.base import Group, Selection, StageContext, TokenMethod
 from trio_vlm.methods.nms import nms_select, nms_select_loop, topk_select
 from trio_vlm.methods.probe import fast_saliency, reference_saliency
 from trio_vlm.methods.window_global import merge_into_nearest, window_global_select
+from trio_vlm.methods.window_grid import RULES, grid_window_global_select
 from trio_vlm.schedule import Schedule
 
 # (family, budget, mode) -> (visual_token_num, layer_list, image_token_list)
@@ -24,6 +25,39 @@ PRESETS: dict[tuple[str, int, str], tuple[int | None, tuple[int, ...], tuple[int
     ("llava-1.5", 128, "w_ve"): (192, (16,), (64,)),
     ("llava-1.5", 192, "w_ve"): (288, (16,), (96,)),
 }
+
+# Families with a variable number of visual tokens per image: fractions instead of counts.
+# (family, budget, mode) -> (image_token_ratio, layer_list, image_token_ratio_list). A budget B means the
+# LLaVA-1.5-equivalent share B/576 of the visual tokens on average over the layers (64 → 11.1%).
+# Reference: Qwen2.5-VL-7B w/ VE 64 (TRIO.md §6). Our choices: the other Qwen2.5-VL budgets keep its shape
+# (encoder share 1.5·B/576, one third of it after half the layers); LLaVA-NeXT (32 layers) uses LLaVA-1.5's
+# layers with its counts turned into fractions of the tokens each stage receives.
+RATIO_PRESETS: dict[tuple[str, int, str], tuple[float | None, tuple[int, ...], tuple[float, ...]]] = {
+    ("qwen2.5-vl", 64, "w_ve"): (0.167, (14,), (0.333,)),
+    ("qwen2.5-vl", 128, "w_ve"): (0.333, (14,), (0.333,)),
+    ("qwen2.5-vl", 192, "w_ve"): (0.5, (14,), (0.333,)),
+    ("qwen2.5-vl", 64, "wo_ve"): (None, (1, 9, 13), (0.160, 0.587, 0.407)),
+    ("qwen2.5-vl", 128, "wo_ve"): (None, (1, 9, 13), (0.378, 0.587, 0.422)),
+    ("qwen2.5-vl", 192, "wo_ve"): (None, (1, 9, 13), (0.597, 0.587, 0.426)),
+    ("llava-next", 64, "w_ve"): (0.167, (16,), (0.333,)),
+    ("llava-next", 128, "w_ve"): (0.333, (16,), (0.333,)),
+    ("llava-next", 192, "w_ve"): (0.5, (16,), (0.333,)),
+    ("llava-next", 64, "wo_ve"): (None, (1, 10, 15), (0.160, 0.587, 0.407)),
+    ("llava-next", 128, "wo_ve"): (None, (1, 10, 15), (0.378, 0.587, 0.422)),
+    ("llava-next", 192, "wo_ve"): (None, (1, 10, 15), (0.597, 0.587, 0.426)),
+}
+# Encoder-stage settings per family (TRIO.md §5): Qwen2.5-VL-7B's reference reads the first full-attention
+# vision block (7) and the last one, windows of 4 on the merged grid, with the capped local rule.
+FAMILY_ENCODER = {"qwen2.5-vl": {"shallow_layer": 7, "deep_layer": -1, "window": 4, "window_rule": "capped"}}
+
+
+def _whole_square(g: Group) -> bool:
+    """Whether the group is a whole square grid in raster order (or carries no grid metadata)."""
+    if g.row is None or g.col is None:
+        return True
+    side = int(g.row.max()) + 1
+    raster = torch.arange(g.size, device=g.row.device)
+    return side * side == g.size and bool((g.row * side + g.col == raster).all())
 
 
 @dataclass
@@ -41,9 +75,15 @@ class TRIO(TokenMethod):
         probe: ``"fast"`` (K/V for all tokens, layer + LM head for K rows) or ``"reference"`` (full layer and
             full-vocabulary logits for every position); both give the same saliency.
         nms: ``"device"`` (vectorised, no per-token host sync) or ``"loop"`` (the reference host loop).
-        shallow_layer, deep_layer: vision layers whose [CLS] attention drives the encoder stage (5, -2).
+        image_token_ratio: encoder stage as a fraction of each image's tokens (instead of ``visual_token_num``).
+        image_token_ratio_list: LLM stages as fractions of the tokens each receives (instead of
+            ``image_token_list``, which is then ignored); for Qwen2.5-VL / LLaVA-NeXT's variable token counts.
+        shallow_layer, deep_layer: vision layers whose [CLS] attention drives the encoder stage (5, -2); on
+            Qwen2.5-VL, the attention tokens receive in those blocks (reference: 7 and -1).
         window: window side on the patch grid for the encoder stage's local half (6 → 16 windows on 24×24).
         local_ratio: share of the encoder budget picked window-locally (0.5).
+        window_rule: ``"quota"`` (LLaVA reference: a fixed quota per window) or ``"capped"`` (Qwen2.5-VL
+            reference: descending visit with a per-window cap); see :mod:`trio_vlm.methods.window_grid`.
         merge: merge dropped encoder-stage tokens into their nearest kept token (reference True).
         positions: ``None`` (family reference), ``"compact"`` or ``"original"``.
     """
@@ -63,12 +103,25 @@ class TRIO(TokenMethod):
     local_ratio: float = 0.5
     merge: bool = True
     positions: str | None = None
+    image_token_ratio: float | None = None
+    image_token_ratio_list: tuple[float, ...] = ()
+    window_rule: str = "quota"
 
     name: ClassVar[str] = "trio"
 
     def __post_init__(self) -> None:
-        self._schedule = Schedule(self.layer_list, self.image_token_list, self.visual_token_num)
+        counts = () if self.image_token_ratio_list else self.image_token_list
+        self._schedule = Schedule(
+            self.layer_list,
+            counts,
+            self.visual_token_num,
+            self.image_token_ratio,
+            self.image_token_ratio_list,
+        )
         self.layer_list, self.image_token_list = self._schedule.layer_list, self._schedule.image_token_list
+        self.image_token_ratio_list = self._schedule.image_token_ratio_list
+        if self.window_rule not in RULES:
+            raise ValueError(f"window_rule must be one of {RULES}, got {self.window_rule!r}")
         if self.probe not in ("fast", "reference"):
             raise ValueError(f"probe must be 'fast' or 'reference', got {self.probe!r}")
         if self.nms not in ("device", "loop"):
@@ -87,8 +140,18 @@ class TRIO(TokenMethod):
         ``mode``: ``"wo_ve"`` (LLM stages only) or ``"w_ve"`` (encoder stage + LLM stage).
         """
         key = (family, int(budget), mode)
+        if key in RATIO_PRESETS:
+            ratio, layers, ratios = RATIO_PRESETS[key]
+            settings = {**FAMILY_ENCODER.get(family, {}), **overrides}
+            return cls(
+                layer_list=layers,
+                image_token_list=(),
+                image_token_ratio=ratio,
+                image_token_ratio_list=ratios,
+                **settings,
+            )
         if key not in PRESETS:
-            known = sorted({f"{f} budget={b} mode={m}" for f, b, m in PRESETS})
+            known = sorted({f"{f} budget={b} mode={m}" for f, b, m in (*PRESETS, *RATIO_PRESETS)})
             raise ValueError(f"no TRIO preset for {family!r} budget={budget} mode={mode!r}; known: {known}")
         vtn, layers, counts = PRESETS[key]
         return cls(layer_list=layers, image_token_list=counts, visual_token_num=vtn, **overrides)
@@ -102,7 +165,7 @@ class TRIO(TokenMethod):
         return self.positions
 
     def cls_attention_layers(self) -> tuple[int, ...]:
-        return (self.shallow_layer, self.deep_layer) if self.visual_token_num is not None else ()
+        return (self.shallow_layer, self.deep_layer) if self._schedule.has_encoder_stage else ()
 
     def select(self, ctx: StageContext) -> Selection:
         if ctx.stage == "encoder":
@@ -151,9 +214,22 @@ class TRIO(TokenMethod):
         deep = ctx.cls_attention[self.deep_layer]
         kept, scores, replacement = [], [], []
         for g in ctx.groups:
-            idx = window_global_select(
-                shallow[g.image_row], deep[g.image_row], g.keep, self.window, self.local_ratio
-            )
+            if self.window_rule == "quota" and _whole_square(g):  # the LLaVA reference, exactly
+                idx = window_global_select(
+                    shallow[g.image_row], deep[g.image_row], g.keep, self.window, self.local_ratio
+                )
+            else:
+                idx = grid_window_global_select(
+                    shallow[g.image_row],
+                    deep[g.image_row],
+                    g.row,
+                    g.col,
+                    g.keep,
+                    self.window,
+                    self.local_ratio,
+                    tile=g.tile,
+                    rule=self.window_rule,
+                )
             kept.append(idx)
             scores.append(deep[g.image_row].float())
             feats = ctx.hidden[g.sample, g.positions]

@@ -44,8 +44,12 @@ def contextual_merge(
     unit = F.normalize(keys.float(), dim=-1)
     assign = (unit[~is_target] @ unit[targets].T).argmax(dim=1)
     feats = features.float()
-    sums = torch.zeros(n_targets, feats.shape[1], device=feats.device).index_add_(0, assign, feats[~is_target])
-    counts = torch.zeros(n_targets, device=feats.device).index_add_(0, assign, torch.ones_like(assign).float())
+    sums = torch.zeros(n_targets, feats.shape[1], device=feats.device).index_add_(
+        0, assign, feats[~is_target]
+    )
+    counts = torch.zeros(n_targets, device=feats.device).index_add_(
+        0, assign, torch.ones_like(assign).float()
+    )
     return targets, feats[targets] + sums / counts.clamp(min=1)[:, None]
 
 
@@ -112,7 +116,9 @@ class VisionZip(EncoderStageMethod):
                 kept.append(dominant)
                 replacement.append(None)
                 continue
-            keys = head_mean_keys(layer, ctx.vision_inputs[self.attention_layer][g.image_row : g.image_row + 1])
+            keys = head_mean_keys(
+                layer, ctx.vision_inputs[self.attention_layer][g.image_row : g.image_row + 1]
+            )
             feats = patch_features(ctx.vision_inputs[self._feature_input][g.image_row])
             targets, merged = contextual_merge(patch_features(keys[0])[rest], feats[rest], n_ctx)
             order = torch.sort(torch.cat([dominant, rest[targets]]))

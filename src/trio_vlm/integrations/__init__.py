@@ -1,0 +1,1 @@
+"""Adapters that plug trio-vlm into other evaluation tools (optional dependencies)."""

@@ -1,0 +1,143 @@
+"""DART (Wen et al., 2025): keep pivot tokens and the image tokens least duplicated by them.
+
+Official rule (xqy1111111/DART ``llava/model/language_model/modeling_llama_self.py``, class ``DART``): before
+layer K, rank tokens by the L1 norm of layer K-1's post-RoPE keys; the top 4 image tokens and the top 4 tokens
+after the image are pivots; visiting the pivots in (CPython) set order over their sequence indices, each takes
+the ``TOKEN_TOPK`` remaining image tokens least cosine-similar to it, on layer K-1's output after the final norm.
+Kept: the image pivots and everything taken; original position ids. ``TOKEN_TOPK = budget // 8``, so
+196/132/68 tokens are kept for 192/128/64; we keep the budget exactly by default (``exact_budget``) by giving the
+first ``(budget - 4) % 8`` pivots one more pick than the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from trio_vlm.methods.base import Group, Selection, StageContext, TokenMethod
+from trio_vlm.methods.baseline_presets import (
+    check_budget,
+    check_llm_mode,
+    check_positions,
+    family_shape,
+    no_encoder_stage,
+)
+from trio_vlm.methods.llm_attention import rotary_keys, text_after_image
+from trio_vlm.schedule import Schedule
+
+#: DART's K on LLaVA-1.5 (the paper's default).
+DART_LAYER = 2
+
+
+def pivot_quotas(n_picks: int, n_pivots: int, per_pivot: int | None) -> list[int]:
+    """Picks per pivot in visiting order: ``per_pivot`` each (official), or ``n_picks`` spread evenly with the
+    remainder going to the first pivots (exact budget)."""
+    if n_pivots == 0:
+        return []
+    if per_pivot is not None:
+        return [per_pivot] * n_pivots
+    base, extra = divmod(max(n_picks, 0), n_pivots)
+    return [base + (i < extra) for i in range(n_pivots)]
+
+
+@dataclass
+class DART(TokenMethod):
+    """Duplication-aware selection around key-norm pivots, once before layer K.
+
+    Args:
+        layer_list: layers run before each drop (official: one drop, ``[K]`` with K = 2).
+        image_token_list: image tokens kept by each drop.
+        visual_token_num: must be ``None`` (no encoder stage).
+        pivot_image, pivot_text: pivots among the image tokens / the tokens after the image (official 4 + 4).
+        exact_budget: keep exactly the scheduled count (default); ``False`` reproduces the official
+            ``TOKEN_TOPK = count // (pivot_image + pivot_text)`` picks per pivot (e.g. 196 kept for 192).
+        positions: ``"original"`` (official), ``"compact"`` or ``None``.
+    """
+
+    layer_list: tuple[int, ...] = (DART_LAYER,)
+    image_token_list: tuple[int, ...] = (192,)
+    visual_token_num: int | None = None
+    pivot_image: int = 4
+    pivot_text: int = 4
+    exact_budget: bool = True
+    positions: str | None = "original"
+
+    name: ClassVar[str] = "dart"
+
+    def __post_init__(self) -> None:
+        no_encoder_stage("DART", self.visual_token_num)
+        check_positions(self.positions)
+        if self.pivot_image < 1 or self.pivot_text < 0:
+            raise ValueError(
+                f"DART needs pivot_image >= 1 and pivot_text >= 0, got {self.pivot_image} and {self.pivot_text}"
+            )
+        self._schedule = Schedule(self.layer_list, self.image_token_list, None)
+        self.layer_list, self.image_token_list = self._schedule.layer_list, self._schedule.image_token_list
+
+    @classmethod
+    def preset(cls, family: str, budget: int, mode: str | None = None, **overrides) -> DART:
+        """K=2 keeping exactly ``budget`` image tokens (LLaVA-1.5: 32-layer averages 216, 156, 100 for 192,
+        128, 64 — DART's budgets count tokens kept, not the layer average)."""
+        check_llm_mode("DART", mode)
+        _, visual = family_shape("DART", family)
+        return cls(
+            layer_list=(DART_LAYER,), image_token_list=(check_budget("DART", budget, visual),), **overrides
+        )
+
+    def schedule(self) -> Schedule:
+        return self._schedule
+
+    @property
+    def position_mode(self) -> str | None:
+        return self.positions
+
+    def select(self, ctx: StageContext) -> Selection:
+        if ctx.previous_hidden is None or ctx.previous_kwargs is None:
+            raise RuntimeError(
+                "DART needs the input of the layer before the drop (an LLM stage after layer >= 1)"
+            )
+        key_norm = rotary_keys(ctx.adapter, ctx.layer_index - 1, ctx.previous_hidden, ctx.previous_kwargs)
+        key_norm = key_norm.float().abs().sum(-1)  # (B, S) L1 norm over heads and channels
+        normed = ctx.adapter.final_norm(ctx.hidden).float()
+        first_real = ctx.padding.int().argmax(1)
+        kept, scores = [], []
+        for g in ctx.groups:
+            same = [h.positions for h in ctx.groups if h.sample == g.sample]
+            text = text_after_image(same, g.positions, ctx.padding[g.sample])
+            kept.append(
+                self._select_group(g, text, key_norm[g.sample], normed[g.sample], int(first_real[g.sample]))
+            )
+            scores.append(key_norm[g.sample, g.positions])
+        return Selection(kept=kept, scores=scores)
+
+    def _select_group(
+        self, g: Group, text: torch.Tensor, key_norm: torch.Tensor, normed: torch.Tensor, offset: int
+    ) -> torch.Tensor:
+        image_norm = key_norm[g.positions]
+        n_image_pivots = min(self.pivot_image, g.keep)
+        image_pivots = image_norm.topk(n_image_pivots).indices  # local indices
+        text_pivots = text[key_norm[text].topk(min(self.pivot_text, text.numel())).indices]
+        # Pivots by sequence index of the sample's unpadded prompt, visited in Python set order as officially.
+        pivot_seq = [int(p) - offset for p in g.positions[image_pivots]] + [
+            int(p) - offset for p in text_pivots
+        ]
+        order = list(set(pivot_seq))
+        per_pivot = None if self.exact_budget else g.keep // (self.pivot_image + self.pivot_text)
+        quotas = pivot_quotas(g.keep - n_image_pivots, len(order), per_pivot)
+        free = torch.ones(g.size, dtype=torch.bool, device=image_norm.device)
+        free[image_pivots] = False
+        image_feats = normed[g.positions]
+        taken = [image_pivots]
+        for seq_index, quota in zip(order, quotas):
+            pool = free.nonzero().flatten()
+            n = min(quota, int(pool.numel()))
+            if n == 0:
+                continue
+            sim = F.cosine_similarity(normed[seq_index + offset][None], image_feats[pool], dim=-1)
+            picks = pool[(-sim).topk(n).indices]
+            free[picks] = False
+            taken.append(picks)
+        return torch.sort(torch.cat(taken)).values

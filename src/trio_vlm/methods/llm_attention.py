@@ -1,0 +1,57 @@
+"""What LLM-side baselines read from one decoder layer: a few head-averaged attention rows, or its keys.
+
+Both are recomputed from the layer's *input* hidden states, so the model keeps its SDPA/FlashAttention kernel
+and no full attention matrix is ever materialised.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from trio_vlm.adapters.base import ModelAdapter, apply_rope
+
+
+def head_mean_attention(
+    adapter: ModelAdapter,
+    index: int,
+    hidden: torch.Tensor,
+    layer_kwargs: dict[str, Any],
+    rows: torch.Tensor,
+    padding: torch.Tensor,
+) -> torch.Tensor:
+    """(B, Q, S) float32 attention probabilities of decoder layer ``index`` for query positions ``rows`` (B, Q),
+    averaged over heads; ``hidden`` is the layer's input and ``layer_kwargs`` its rotary embeddings."""
+    cos, sin = layer_kwargs["position_embeddings"]
+    return adapter.attention_probs(index, hidden, rows, cos, sin, padding).mean(1)
+
+
+def rotary_keys(
+    adapter: ModelAdapter, index: int, hidden: torch.Tensor, layer_kwargs: dict[str, Any]
+) -> torch.Tensor:
+    """(B, S, H_kv·d) post-RoPE keys of decoder layer ``index`` (input norm → k_proj → RoPE), heads concatenated.
+
+    Llama-style layer layout (``input_layernorm``, ``self_attn.k_proj``); key-value heads are not repeated for
+    grouped-query attention (repetition scales every L1 norm by the same factor, so rankings are unchanged).
+    """
+    layer = adapter.decoder_layers[index]
+    attn = layer.self_attn
+    bsz, seq, _ = hidden.shape
+    k = attn.k_proj(layer.input_layernorm(hidden)).view(bsz, seq, -1, attn.head_dim).transpose(1, 2)
+    cos, sin = layer_kwargs["position_embeddings"]
+    k = apply_rope(k, cos.expand(bsz, -1, -1), sin.expand(bsz, -1, -1))
+    return k.transpose(1, 2).reshape(bsz, seq, -1)
+
+
+def text_after_image(
+    groups_positions: list[torch.Tensor], positions: torch.Tensor, padding_row: torch.Tensor
+) -> torch.Tensor:
+    """Real, non-visual positions of one sample that come after the image whose positions are ``positions``.
+
+    ``groups_positions`` are the visual positions of every image of the sample (other images are excluded)."""
+    visual = torch.zeros_like(padding_row)
+    for pos in groups_positions:
+        visual[pos] = True
+    after = torch.arange(padding_row.numel(), device=padding_row.device) > positions.max()
+    return (after & padding_row & ~visual).nonzero().flatten()

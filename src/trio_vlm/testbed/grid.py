@@ -1,0 +1,77 @@
+"""Method × budget accuracy grid on the testbed, with the paper's "Average % of vanilla" column."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from transformers import LlavaForConditionalGeneration, ProcessorMixin
+
+from trio_vlm.testbed.evaluate import Prediction, accuracy, accuracy_by_kind, evaluate, prepare
+from trio_vlm.testbed.generator import Example
+from trio_vlm.testbed.schedules import scaled_method, variant_label
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Row:
+    """One line of the table: a method variant at one budget (``budget`` None: vanilla)."""
+
+    label: str
+    budget: int | None
+    accuracy: float
+    by_kind: dict[str, float]
+    schedule: dict[str, object] = field(default_factory=dict)
+    error: str | None = None
+
+    def relative(self, vanilla: Row) -> float:
+        """The paper's Average: mean over question kinds of (accuracy / vanilla accuracy) in % (kinds where
+        vanilla scores 0 are left out; NaN if that is all of them)."""
+        ratios = [100.0 * self.by_kind.get(k, 0.0) / v for k, v in vanilla.by_kind.items() if v > 0]
+        return sum(ratios) / len(ratios) if ratios else float("nan")
+
+
+def _row(label: str, budget: int | None, predictions: list[Prediction], schedule: dict) -> Row:
+    return Row(label, budget, accuracy(predictions), accuracy_by_kind(predictions), schedule)
+
+
+def run_grid(
+    model: LlavaForConditionalGeneration,
+    processor: ProcessorMixin,
+    examples: list[Example],
+    variants: list[tuple[str, str | None]],
+    budgets: list[int],
+    num_layers: int,
+    progress: bool = True,
+) -> tuple[Row, list[Row]]:
+    """The vanilla row and one row per (variant, budget), budgets outermost as in the paper's table.
+
+    A variant that has no schedule at a budget on this model (e.g. out of reach) gets a row with ``error``.
+    """
+    prepared = [prepare(model, processor, ex) for ex in examples]
+    vanilla = _row(
+        "vanilla", None, evaluate(model, processor, examples, progress=progress, prepared=prepared), {}
+    )
+    rows = []
+    for budget in budgets:
+        for name, mode in variants:
+            label = variant_label(name, mode)
+            try:
+                method = scaled_method(name, budget, mode, num_layers=num_layers)
+            except ValueError as exc:
+                logger.warning("%s at %d: %s", label, budget, exc)
+                rows.append(Row(label, budget, float("nan"), {}, error=str(exc)))
+                continue
+            sched = method.schedule()
+            schedule = {
+                "layer_list": list(sched.layer_list),
+                "image_token_list": list(sched.image_token_list),
+                "visual_token_num": sched.visual_token_num,
+                "average": round(sched.average_tokens(num_layers, model.config.image_seq_length), 1),
+            }
+            predictions = evaluate(
+                model, processor, examples, method, desc=f"{label}@{budget}", progress=progress
+            )
+            rows.append(_row(label, budget, predictions, schedule))
+    return vanilla, rows

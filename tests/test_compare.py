@@ -1,0 +1,107 @@
+"""``trio-vlm compare``: method selection, scaling to the tiny model, the table and the kept-token figure."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from trio_vlm.cli.compare_methods import build_candidates, scale_method, selected_names
+from trio_vlm.cli.compare_plot import kept_mask, model_view
+from trio_vlm.cli.main import main
+from trio_vlm.methods.compose import Compose
+from trio_vlm.methods.holov import HoloV
+from trio_vlm.methods.registry import available_methods
+from trio_vlm.methods.trio import TRIO
+from trio_vlm.methods.visionzip import VisionZip
+
+
+def table_rows(out: str) -> dict[str, str]:
+    """``{method label: rest of its row}`` from the printed table."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("method ")) + 2
+    rows = {}
+    for line in lines[start:]:
+        if line.startswith("plot: "):
+            break
+        label, _, rest = line.partition(" ")
+        rows[label] = rest
+    return rows
+
+
+def test_compare_all_methods_with_plot_on_the_bundled_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TRIO_VLM_CACHE", str(tmp_path / "cache"))
+    plot = tmp_path / "figs" / "kept.png"
+    assert (
+        main(["compare", "--budget", "64", "--methods", "all", "--plot", str(plot), "--max-new-tokens", "2"])
+        == 0
+    )
+    rows = table_rows(capsys.readouterr().out)
+    expected = [m for m in available_methods() if m != "vanilla"]
+    assert list(rows) == ["vanilla", *expected]
+    assert rows["vanilla"].split()[0] == "144.0"
+    for name in ("visionzip", "holov", "scope"):  # 64 of 576 scaled to 144 tokens: 16, one encoder drop
+        assert rows[name].split()[:3] == ["16.0", "encoder", "144->16"]
+        assert "failed" not in rows[name]
+    with Image.open(plot) as image:
+        n = len(rows)
+        cols = min(5, n)
+        assert image.format == "PNG"
+        assert image.size == (round(300 * cols), round(330 * math.ceil(n / cols)))
+
+
+def test_compare_composes_llm_methods_after_an_encoder_method(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TRIO_VLM_CACHE", str(tmp_path))
+    argv = ["compare", "--methods", "trio,holov", "--encoder-method", "visionzip", "--max-new-tokens", "2"]
+    assert main(argv) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert list(rows) == ["vanilla", "visionzip+trio", "holov"]
+    # encoder keeps 2 x 64 of 576 -> 32 of 144, then TRIO's scaled LLM stages
+    assert "encoder 144->32; L1 32->23" in rows["visionzip+trio"]
+
+
+def test_compare_rejects_bad_options_before_loading(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRIO_VLM_CACHE", str(tmp_path))
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        main(["compare", "--methods", "trio,nope"])
+    with pytest.raises(ValueError, match="--encoder-tokens needs --encoder-method"):
+        main(["compare", "--encoder-tokens", "64"])
+    with pytest.raises(ValueError, match="--budget must be >= 1"):
+        main(["compare", "--budget", "0"])
+    with pytest.raises(ValueError, match="--image is required"):
+        main(["compare", "--model", str(tmp_path)])
+    assert not any(tmp_path.iterdir())  # nothing was built or loaded
+
+
+def test_selected_names():
+    assert "vanilla" not in selected_names("all") and "visionzip" in selected_names("ALL")
+    assert selected_names("scope, trio,scope") == ["scope", "trio"]
+    with pytest.raises(ValueError, match="comma-separated"):
+        selected_names(" , ")
+
+
+def test_scale_method_and_candidates():
+    assert scale_method(VisionZip.preset("llava-1.5", 64), 6, 144).visual_token_num == 16
+    assert scale_method(HoloV.preset("llava-1.5", 192), 6, 144).visual_token_num == 48
+    trio = scale_method(TRIO.preset("llava-1.5", 64), 6, 144)
+    assert (trio.layer_list, trio.image_token_list) == ((1, 2, 3), (23, 14, 6))
+    both = scale_method(Compose(VisionZip(visual_token_num=192), TRIO.preset("llava-1.5", 64)), 6, 144)
+    assert both.schedule().visual_token_num == 48 and both.schedule().image_token_list == (23, 14, 6)
+    cands = build_candidates(["trio", "scope"], "llava-1.5", 64, encoder_method="visionzip", encoder_tokens=8)
+    assert cands[0].method is None and "non-increasing" in cands[0].skipped
+    assert cands[1].method.schedule().visual_token_num == 64
+    assert build_candidates(["scope"], "qwen2-vl", 64)[0].skipped.startswith("no SCOPE preset")
+
+
+def test_kept_mask_and_model_view():
+    mask = kept_mask(torch.tensor([0, 5, 15]), 16)
+    assert mask.shape == (4, 4) and mask.sum() == 3 and mask[0, 0] and mask[1, 1] and mask[3, 3]
+    assert kept_mask(None, 9).all()
+    with pytest.raises(ValueError, match="square"):
+        kept_mask(None, 10)
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(3, 4, 5, generator=g)
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    pixels = (image - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    np.testing.assert_allclose(model_view(pixels, mean, std), image.permute(1, 2, 0).numpy(), atol=1e-6)

@@ -1,0 +1,87 @@
+"""Testbed training pieces: prompt splitting, the shared-prefix objective and a deterministic two-step run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import LlavaForConditionalGeneration
+
+from trio_vlm.loading import load_model_and_processor, prompt_for
+from trio_vlm.testbed.batches import IGNORE, build_batch, split_prompt
+from trio_vlm.testbed.config import model_config
+from trio_vlm.testbed.generator import make_example
+from trio_vlm.testbed.objective import image_prefix, question_logits
+from trio_vlm.testbed.train import TrainSettings, train
+from trio_vlm.testbed.vocab import IMAGE_TOKEN_ID, build_processor
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return build_processor()
+
+
+@pytest.mark.parametrize("conv_mode", ["vicuna_v1", "llava_hf"])
+def test_split_prompt_matches_processor(processor, conv_mode: str) -> None:
+    example = make_example(1, 4)
+    prompt = prompt_for(example.question.text, conv_mode)
+    full = processor(images=example.image, text=prompt, return_tensors="pt")
+    prefix, suffix = split_prompt(processor.tokenizer, example.question.text, conv_mode)
+    assert full["input_ids"][0].tolist() == prefix + suffix
+    assert int((full["input_ids"] == IMAGE_TOKEN_ID).sum()) == 576
+    assert tuple(full["pixel_values"].shape) == (1, 3, 336, 336)
+    unk = processor.tokenizer.unk_token_id
+    assert unk not in prefix + suffix
+
+
+def test_batch_targets(processor) -> None:
+    batch = build_batch(processor, 0, [0, 1], "llava_hf", rounds=2)
+    assert batch.questions_per_image == 12 and batch.inputs.shape[0] == 24
+    eos = processor.tokenizer.eos_token_id
+    for r in range(batch.inputs.shape[0]):
+        valid = batch.targets[r] != IGNORE
+        n = int(valid.sum())
+        assert batch.targets[r, n - 1] == eos and batch.is_answer[r].sum() == 2
+        assert torch.equal(batch.targets[r, : n - 1], batch.inputs[r, 1:n])  # next-token targets
+        assert bool(batch.is_answer[r, n - 2]) and bool(batch.is_answer[r, n - 1])
+
+
+def test_shared_prefix_equals_full_forward(processor) -> None:
+    torch.manual_seed(0)
+    small = model_config(vision_width=32, vision_layers=2, llm_width=32, llm_layers=2)  # same wiring, cheaper
+    model = LlavaForConditionalGeneration(small).eval()
+    batch = build_batch(processor, 0, [2, 3], "vicuna_v1")
+    with torch.no_grad():
+        _, _, cache = image_prefix(model, batch)
+        logits = question_logits(model, batch, cache)
+        for row in (0, 7, 11):
+            image = row // batch.questions_per_image
+            length = int((batch.targets[row] != IGNORE).sum())
+            ids = torch.cat([batch.prefix_ids[image], batch.inputs[row, :length]])[None]
+            full = model(input_ids=ids, pixel_values=batch.pixel_values[image : image + 1]).logits
+            torch.testing.assert_close(logits[row, :length], full[0, -length:], rtol=1e-4, atol=1e-4)
+
+
+def test_two_step_training_is_deterministic(tmp_path) -> None:
+    settings = TrainSettings(
+        steps=2,
+        images_per_step=1,
+        rounds=1,
+        log_every=1,
+        eval_every=2,
+        validation_questions=2,
+        heldout_questions=2,
+    )
+    logs = [train(settings, tmp_path / name) for name in ("a", "b")]
+    a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["answer"] for h in logs[0]["history"]] == [h["answer"] for h in logs[1]["history"]]
+    files = {p.name for p in (tmp_path / "a").iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "training_log.json"} <= files
+    assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in files)
+    log = json.loads((tmp_path / "a" / "training_log.json").read_text())
+    assert log["settings"]["steps"] == 2 and log["heldout"]["questions"] == 2
+    model, proc = load_model_and_processor(tmp_path / "a")
+    assert model.config.image_seq_length == 576 and proc.tokenizer.padding_side == "left"
