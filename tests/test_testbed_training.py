@@ -13,7 +13,12 @@ from trio_vlm.loading import load_model_and_processor, prompt_for
 from trio_vlm.testbed.batches import IGNORE, build_batch, split_prompt
 from trio_vlm.testbed.config import model_config
 from trio_vlm.testbed.generator import make_example
-from trio_vlm.testbed.objective import image_prefix, question_logits
+from trio_vlm.testbed.objective import (
+    cls_attention_loss,
+    evidence_attention_loss,
+    image_prefix,
+    question_logits,
+)
 from trio_vlm.testbed.train import TrainSettings, train
 from trio_vlm.testbed.vocab import IMAGE_TOKEN_ID, build_processor
 
@@ -54,14 +59,61 @@ def test_shared_prefix_equals_full_forward(processor) -> None:
     model = LlavaForConditionalGeneration(small).eval()
     batch = build_batch(processor, 0, [2, 3], "vicuna_v1")
     with torch.no_grad():
-        _, _, cache = image_prefix(model, batch)
-        logits = question_logits(model, batch, cache)
+        _, _, cache, _ = image_prefix(model, batch)
+        logits, _ = question_logits(model, batch, cache)
         for row in (0, 7, 11):
             image = row // batch.questions_per_image
             length = int((batch.targets[row] != IGNORE).sum())
             ids = torch.cat([batch.prefix_ids[image], batch.inputs[row, :length]])[None]
             full = model(input_ids=ids, pixel_values=batch.pixel_values[image : image + 1]).logits
             torch.testing.assert_close(logits[row, :length], full[0, -length:], rtol=1e-4, atol=1e-4)
+
+
+def test_attention_losses_match_eager_attention_maps(processor) -> None:
+    """The auxiliary attention losses recomputed from layer inputs equal those read from eager attention maps."""
+    torch.manual_seed(0)
+    small = model_config(
+        vision_width=32, vision_layers=2, llm_width=32, llm_layers=3, attn_implementation="eager"
+    )
+    model = LlavaForConditionalGeneration(small).eval()
+    with torch.no_grad():
+        for module in model.modules():  # sharper attention than the default init, so masses differ
+            if isinstance(module, torch.nn.Linear):
+                module.weight.normal_(0.0, 0.3)
+    batch = build_batch(processor, 0, [2, 3], "vicuna_v1")
+    with torch.no_grad():
+        _, _, cache, vision_states = image_prefix(model, batch)
+        _, seen = question_logits(model, batch, cache, (1, 2))
+        loss = evidence_attention_loss(model, batch, cache, seen)
+        per_layer = {1: [], 2: []}
+        for row in range(batch.inputs.shape[0]):
+            if not batch.evidence[row].any():
+                continue
+            image = row // batch.questions_per_image
+            length = int((batch.targets[row] != IGNORE).sum())
+            ids = torch.cat([batch.prefix_ids[image], batch.inputs[row, : length - 1]])[
+                None
+            ]  # up to the last ":"
+            out = model(
+                input_ids=ids, pixel_values=batch.pixel_values[image : image + 1], output_attentions=True
+            )
+            start = int((batch.prefix_ids[image] == IMAGE_TOKEN_ID).nonzero()[0])
+            for layer in per_layer:
+                att = out.attentions[layer][0, :, -1, start : start + 576]
+                per_layer[layer].append(-torch.log(att[:, batch.evidence[row]].sum(-1).mean() + 1e-6))
+        expected = torch.stack([torch.stack(v).mean() for v in per_layer.values()]).mean()
+        torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-5)
+
+        objects = batch.patch_labels[..., 0] > 0
+        cls_loss = cls_attention_loss(model, vision_states, (0, 1), objects)
+        maps = model.model.vision_tower(batch.pixel_values, output_attentions=True).attentions
+        cls_expected = torch.stack(
+            [
+                -torch.log((maps[i][:, :, 0, 1:] * objects[:, None]).sum(-1).mean(1) + 1e-6).mean()
+                for i in (0, 1)
+            ]
+        ).mean()
+        torch.testing.assert_close(cls_loss, cls_expected, rtol=1e-4, atol=1e-5)
 
 
 def test_two_step_training_is_deterministic(tmp_path) -> None:

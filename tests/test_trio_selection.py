@@ -226,3 +226,13 @@ def test_recomputed_llm_attention_rows_equal_eager_weights(fixture, request):
         _, weights = eager_attention_forward(attn, q, k, v, float_causal_mask(valid), scaling=attn.scaling)
     want = torch.stack([weights[b, :, rows[b]] for b in range(2)])
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_batched_device_nms_equals_loop_per_group():
+    from trio_vlm.methods.nms import nms_select_batched
+
+    groups = [_clustered(100 + i, n) for i, n in enumerate((30, 57, 1, 44))]
+    ks = [7, 20, 1, 44]
+    got = nms_select_batched([s for s, _ in groups], [f for _, f in groups], ks, 0.8)
+    for (s, f), k, kept in zip(groups, ks, got):
+        assert torch.equal(kept, nms_select_loop(s, f, k, 0.8))

@@ -23,7 +23,7 @@ from torch import nn
 from trio_vlm.adapters.base import ModelAdapter
 from trio_vlm.engine.layout import SampleMeta, align_rows, split_keep
 from trio_vlm.engine.masks import layer_attention_mask
-from trio_vlm.engine.state import SequenceState, gather_hidden, last_valid_index
+from trio_vlm.engine.state import SequenceState, gather_hidden, last_valid_index, to_device
 from trio_vlm.events import PruneEvent
 from trio_vlm.methods.base import Group, Selection, StageContext, TokenMethod
 
@@ -290,6 +290,14 @@ class PruneSession:
                 call.kwargs_cache["prefill"] = self._state_kwargs(call.state, hidden)
             kwargs = {**kwargs, **call.kwargs_cache["prefill"]}
         if index in self._stages:
+            # On a model split over devices, prune where the layer that sees the result lives.
+            device = self._layer_device(index)
+            if hidden.device != device or call.state.padding.device != device:
+                hidden, kwargs = hidden.to(device), to_device(kwargs, device)
+                call.state = call.state.to(device)
+                call.kwargs_cache.pop("prefill", None)
+                if call.previous is not None:
+                    call.previous = to_device(call.previous, device)
             stage, stage_pos = self._stages[index]
             new_hidden = self._run_stage(call, stage, index, stage_pos, hidden, kwargs)
             if new_hidden is not None:
@@ -298,8 +306,12 @@ class PruneSession:
                 kwargs = {**kwargs, **call.kwargs_cache["prefill"]}
                 changed = True
         if index + 1 in self._stages:
-            call.previous = (hidden, kwargs)
+            device = self._layer_device(index)
+            call.previous = (hidden.to(device), to_device(kwargs, device))
         return kwargs, hidden, changed
+
+    def _layer_device(self, index: int) -> torch.device:
+        return next(self.adapter.decoder_layers[index].parameters()).device
 
     def _decode_kwargs(self, call: _Call, index: int, hidden: torch.Tensor) -> dict[str, Any]:
         record = next(r for r in reversed(call.stages) if r.first_layer <= index)
@@ -311,7 +323,7 @@ class PruneSession:
         seen = call.decoded + q_len
         step_mask = call.step_attention_mask
         if step_mask is not None:
-            new_mask = step_mask[:, call.prefill_len :].bool()
+            new_mask = step_mask[:, call.prefill_len :].bool().to(device)
             if new_mask.shape[1] != seen:
                 raise ValueError(
                     f"attention_mask has {step_mask.shape[1]} columns; expected prefill {call.prefill_len} + "
@@ -319,12 +331,13 @@ class PruneSession:
                 )
         else:
             new_mask = torch.ones(bsz, seen, dtype=torch.bool, device=device)
-        padding = torch.cat([record.padding, new_mask], dim=1)
+        padding = torch.cat([record.padding.to(device), new_mask], dim=1)
         positions = self.adapter.canonical_positions(
             call.step_position_ids, bsz, q_len, call.prefill_len + call.decoded, device
         )
+        positions = positions.to(device)
         if self.position_mode == "compact":
-            positions = positions - record.dropped[None, :, None]
+            positions = positions - record.dropped.to(device)[None, :, None]
         out = {
             "attention_mask": layer_attention_mask(
                 padding, q_len, self.adapter.attn_implementation, hidden.dtype

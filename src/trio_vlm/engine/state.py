@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -34,6 +35,20 @@ class SequenceState:
     @property
     def length(self) -> int:
         return int(self.padding.shape[1])
+
+    def to(self, device: torch.device) -> SequenceState:
+        """The same state on ``device`` (a model split over devices prunes on the device of the next layer)."""
+        if self.padding.device == device:
+            return self
+        return SequenceState(
+            padding=self.padding.to(device),
+            visual=self.visual.to(device),
+            image=self.image.to(device),
+            original_positions=self.original_positions.to(device),
+            positions=self.positions.to(device),
+            dropped=self.dropped.to(device),
+            pad_left=self.pad_left,
+        )
 
     def gather(self, keep: torch.Tensor, compact: bool) -> tuple[SequenceState, torch.Tensor, torch.Tensor]:
         """Keep positions where ``keep`` (B, S) is True; returns the new state, the (B, S') source index and
@@ -70,6 +85,17 @@ class SequenceState:
             pad_left=self.pad_left,
         )
         return new, index, valid
+
+
+def to_device(value: Any, device: torch.device) -> Any:
+    """Tensors in ``value`` (nested tuples/lists/dicts) moved to ``device``; everything else as is."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(to_device(v, device) for v in value)
+    return value
 
 
 def gather_hidden(hidden: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

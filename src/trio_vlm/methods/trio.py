@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 
 from trio_vlm.methods.base import Group, Selection, StageContext, TokenMethod
-from trio_vlm.methods.nms import nms_select, nms_select_loop, topk_select
+from trio_vlm.methods.nms import nms_select_batched, nms_select_loop, topk_select
 from trio_vlm.methods.probe import fast_saliency, reference_saliency
 from trio_vlm.methods.window_global import merge_into_nearest, window_global_select
 from trio_vlm.methods.window_grid import RULES, grid_window_global_select
@@ -197,16 +197,14 @@ class TRIO(TokenMethod):
 
     def _select_llm(self, ctx: StageContext) -> Selection:
         saliency = self.saliency(ctx)
-        kept, scores = [], []
-        for g in ctx.groups:
-            s = saliency[g.sample, g.positions]
-            if not self.use_nms:
-                kept.append(topk_select(s, g.keep))
-            else:
-                feats = ctx.hidden[g.sample, g.positions]
-                select = nms_select if self.nms == "device" else nms_select_loop
-                kept.append(select(s, feats, g.keep, self.tau))
-            scores.append(s)
+        scores = [saliency[g.sample, g.positions] for g in ctx.groups]
+        if not self.use_nms:
+            return Selection(kept=[topk_select(s, g.keep) for s, g in zip(scores, ctx.groups)], scores=scores)
+        feats = [ctx.hidden[g.sample, g.positions] for g in ctx.groups]
+        if self.nms == "device":  # every image of the batch in one batched NMS
+            kept = nms_select_batched(scores, feats, [g.keep for g in ctx.groups], self.tau)
+        else:
+            kept = [nms_select_loop(s, f, g.keep, self.tau) for s, f, g in zip(scores, feats, ctx.groups)]
         return Selection(kept=kept, scores=scores)
 
     def _select_encoder(self, ctx: StageContext) -> Selection:

@@ -29,7 +29,8 @@ CONV_MODES = ("vicuna_v1", "llava_hf")
 class Batch:
     """``pixel_values`` (B,3,H,W); ``prefix_ids`` (B,P); per question (B·Q rows, image-major): ``inputs``
     (B·Q,T), next-token ``targets`` (IGNORE on padding) and ``is_answer`` (answer and ``</s>`` targets);
-    ``patch_labels`` (B,576,3) and ``summary`` (B,SUMMARY_SIZE) for the auxiliary losses."""
+    ``patch_labels`` (B,576,6), ``summary`` (B,SUMMARY_SIZE) and per question the ``evidence`` patches
+    (B·Q,576) bool, for the auxiliary losses."""
 
     pixel_values: torch.Tensor
     prefix_ids: torch.Tensor
@@ -39,6 +40,7 @@ class Batch:
     patch_labels: torch.Tensor
     summary: torch.Tensor
     questions_per_image: int
+    evidence: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         """The batch with every tensor on ``device``."""
@@ -64,7 +66,7 @@ def build_batch(
     tokenizer = processor.tokenizer
     scenes = [make_scene(seed, i) for i in indices]
     pixels = processor.image_processor([render(s) for s in scenes], return_tensors="pt")["pixel_values"]
-    prefixes, rows = [], []
+    prefixes, rows, evidence = [], [], []
     for scene, index in zip(scenes, indices):
         for question in questions_for(scene, seed, index, KINDS * rounds):
             prefix, suffix = split_prompt(tokenizer, question.text, conv_mode)
@@ -72,6 +74,9 @@ def build_batch(
             if len(answer) != 1 or answer[0] == tokenizer.unk_token_id:
                 raise ValueError(f"answer {question.answer!r} is not a single vocabulary word")
             rows.append((suffix, answer[0]))
+            mask = torch.zeros(GRID * GRID, dtype=torch.bool)
+            mask[list(question.evidence)] = True
+            evidence.append(mask)
         prefixes.append(prefix)
     if len({len(p) for p in prefixes}) != 1:
         raise ValueError("all prefixes in a batch must share one conversation template")
@@ -93,6 +98,7 @@ def build_batch(
         patch_labels=torch.stack([patch_labels(s) for s in scenes]),
         summary=torch.stack([scene_summary(s) for s in scenes]),
         questions_per_image=len(rows) // len(scenes),
+        evidence=torch.stack(evidence),
     )
 
 

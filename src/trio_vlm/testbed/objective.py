@@ -36,24 +36,111 @@ def image_prefix(
     mask = (batch.prefix_ids == model.config.image_token_id)[..., None]
     embeds = embeds.masked_scatter(mask, image_tokens.to(embeds.dtype))
     out = inner.language_model(inputs_embeds=embeds, use_cache=True)
-    return image_tokens, selected[:, 0], out.past_key_values
+    return image_tokens, selected[:, 0], out.past_key_values, vision.hidden_states
 
 
-def question_logits(model: LlavaForConditionalGeneration, batch: Batch, cache: object) -> torch.Tensor:
-    """(B·Q, T, V) logits of every question row continued from its image's prefix cache."""
+def cls_attention_loss(
+    model: LlavaForConditionalGeneration,
+    hidden_states: tuple[torch.Tensor, ...],
+    layers: tuple[int, ...],
+    objects: torch.Tensor,
+) -> torch.Tensor:
+    """−log of the head-averaged [CLS]→patch attention mass on object patches (``objects`` (B, N) bool) in
+    the given vision layers, recomputed from each layer's input as CLIP computes it."""
+    tower = model.model.vision_tower
+    encoder_layers = getattr(tower, "vision_model", tower).encoder.layers
+    losses = []
+    for index in layers:
+        layer = encoder_layers[index]
+        attn = layer.self_attn
+        h = layer.layer_norm1(hidden_states[index])
+        n_img, length, _ = h.shape
+        q = attn.q_proj(h[:, :1]).view(n_img, 1, attn.num_heads, attn.head_dim).transpose(1, 2)
+        k = attn.k_proj(h).view(n_img, length, attn.num_heads, attn.head_dim).transpose(1, 2)
+        probs = (q @ k.transpose(-1, -2) * attn.scale).float().softmax(-1)[:, :, 0, 1:]
+        mass = (probs * objects[:, None, :]).sum(-1).mean(1)
+        losses.append(-torch.log(mass + 1e-6).mean())
+    return torch.stack(losses).mean()
+
+
+def question_logits(
+    model: LlavaForConditionalGeneration,
+    batch: Batch,
+    cache: object,
+    capture: tuple[int, ...] = (),
+) -> tuple[torch.Tensor, dict[int, tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]]]:
+    """(B·Q, T, V) logits of every question row continued from its image's prefix cache, and for each layer in
+    ``capture`` the (normed input, (cos, sin)) its attention saw for the question tokens."""
     cache.batch_repeat_interleave(batch.questions_per_image)
     language_model = model.model.language_model
     name = "cache" if "cache" in inspect.signature(language_model.forward).parameters else "past_key_values"
-    out = language_model(input_ids=batch.inputs, use_cache=True, **{name: cache})
-    return model.lm_head(out.last_hidden_state)
+    seen: dict[int, tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def hook(index: int):
+        def grab(module, args, kwargs):
+            hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            seen[index] = (hidden, kwargs["position_embeddings"])
+
+        return grab
+
+    handles = [
+        language_model.layers[i].self_attn.register_forward_pre_hook(hook(i), with_kwargs=True)
+        for i in capture
+    ]
+    try:
+        out = language_model(input_ids=batch.inputs, use_cache=True, **{name: cache})
+    finally:
+        for handle in handles:
+            handle.remove()
+    return model.lm_head(out.last_hidden_state), seen
+
+
+def evidence_attention_loss(
+    model: LlavaForConditionalGeneration,
+    batch: Batch,
+    cache: object,
+    seen: dict[int, tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]],
+) -> torch.Tensor:
+    """−log of the head-averaged attention mass the answer position (the final ``:``) puts on the asked
+    object's patches, averaged over the captured layers and the questions that have evidence."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    prefix_len = batch.prefix_ids.shape[1]
+    image_start = int((batch.prefix_ids[0] == model.config.image_token_id).nonzero()[0])
+    valid = batch.targets != IGNORE
+    answer_row = valid.sum(1) - 2  # index of the last prompt token in each question row
+    rows = torch.arange(batch.inputs.shape[0])
+    has_evidence = batch.evidence.any(1)
+    losses = []
+    for index, (hidden, (cos, sin)) in seen.items():
+        attn = model.model.language_model.layers[index].self_attn
+        n_rows, length, _ = hidden.shape
+        q = attn.q_proj(hidden).view(n_rows, length, -1, attn.head_dim).transpose(1, 2)
+        q, _ = apply_rotary_pos_emb(q, q, cos, sin)
+        q = q[rows, :, answer_row]  # (B·Q, H, d)
+        keys = cache.layers[index].keys  # (B·Q, KV, P + T, d), rotary applied
+        keys = keys.repeat_interleave(q.shape[1] // keys.shape[1], dim=1)
+        scores = torch.einsum("rhd,rhkd->rhk", q, keys) * attn.scaling
+        positions = torch.arange(keys.shape[2])
+        scores = scores.masked_fill(positions[None, None, :] > (prefix_len + answer_row)[:, None, None], -1e9)
+        probs = scores.float().softmax(-1)[..., image_start : image_start + batch.evidence.shape[1]]
+        mass = (probs * batch.evidence[:, None, :]).sum(-1).mean(1)
+        losses.append(-torch.log(mass[has_evidence] + 1e-6).mean())
+    return torch.stack(losses).mean()
 
 
 def compute_losses(
-    model: LlavaForConditionalGeneration, heads: AuxHeads, batch: Batch
+    model: LlavaForConditionalGeneration,
+    heads: AuxHeads,
+    batch: Batch,
+    attention_layers: tuple[int, ...] = (),
+    cls_layers: tuple[int, ...] = (),
 ) -> dict[str, torch.Tensor]:
-    """Losses (``answer``, ``prompt``, ``patch``, ``summary``) and the answer-token accuracy (``accuracy``)."""
-    image_tokens, cls, cache = image_prefix(model, batch)
-    logits = question_logits(model, batch, cache).float()
+    """Losses (``answer``, ``prompt``, ``patch``, ``summary``, ``evidence`` when ``attention_layers`` are
+    given) and the answer-token accuracy (``accuracy``)."""
+    image_tokens, cls, cache, vision_states = image_prefix(model, batch)
+    logits, seen = question_logits(model, batch, cache, attention_layers)
+    logits = logits.float()
     ce = F.cross_entropy(
         logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE, reduction="none"
     ).view_as(batch.targets)
@@ -67,7 +154,12 @@ def compute_losses(
         for i, part in enumerate(patch_logits)
     )
     summary = F.binary_cross_entropy_with_logits(heads.summary(cls), batch.summary)
+    extra = {"evidence": evidence_attention_loss(model, batch, cache, seen)} if attention_layers else {}
+    if cls_layers:
+        objects = batch.patch_labels[..., 0] > 0
+        extra["cls_attention"] = cls_attention_loss(model, vision_states, cls_layers, objects)
     return {
+        **extra,
         "answer": ce[answer_pos].mean(),
         "prompt": ce[valid & ~batch.is_answer].mean(),
         "patch": patch,
