@@ -130,7 +130,11 @@ class TokenMethod:
     name: str = "method"
 
     def schedule(self) -> Schedule:
-        raise NotImplementedError
+        """Where the method acts; subclasses build and validate ``self._schedule`` in ``__post_init__``."""
+        schedule = getattr(self, "_schedule", None)
+        if schedule is None:
+            raise NotImplementedError(f"{type(self).__name__} defines no schedule")
+        return schedule
 
     def cls_attention_layers(self) -> tuple[int, ...]:
         """Vision-encoder layer indices (Python-style, negatives allowed) whose [CLS] rows the encoder stage
@@ -147,5 +151,6 @@ class TokenMethod:
 
     @property
     def position_mode(self) -> str | None:
-        """``"compact"``, ``"original"`` or ``None`` (the model family's reference convention)."""
-        return None
+        """``"compact"``, ``"original"`` or ``None`` (the model family's reference convention); methods with a
+        ``positions`` field report it."""
+        return getattr(self, "positions", None)

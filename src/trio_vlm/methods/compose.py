@@ -42,9 +42,6 @@ class Compose(TokenMethod):
     def name(self) -> str:  # type: ignore[override]
         return f"{self.encoder.name}+{self.llm.name}"
 
-    def schedule(self) -> Schedule:
-        return self._schedule
-
     @property
     def position_mode(self) -> str | None:
         for mode in (self.positions, self.llm.position_mode, self.encoder.position_mode):

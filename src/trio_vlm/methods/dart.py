@@ -87,13 +87,6 @@ class DART(TokenMethod):
             layer_list=(DART_LAYER,), image_token_list=(check_budget("DART", budget, visual),), **overrides
         )
 
-    def schedule(self) -> Schedule:
-        return self._schedule
-
-    @property
-    def position_mode(self) -> str | None:
-        return self.positions
-
     def select(self, ctx: StageContext) -> Selection:
         if ctx.previous_hidden is None or ctx.previous_kwargs is None:
             raise RuntimeError(

@@ -41,13 +41,6 @@ class EncoderStageMethod(TokenMethod):
         if self.positions not in (None, "compact", "original"):
             raise ValueError(f"positions must be None, 'compact' or 'original', got {self.positions!r}")
 
-    def schedule(self) -> Schedule:
-        return self._schedule
-
-    @property
-    def position_mode(self) -> str | None:
-        return self.positions
-
 
 def check_preset(method: str, family: str, budget: int, mode: str | None) -> None:
     """``ValueError`` unless ``family``/``budget``/``mode`` name an encoder-side preset."""

@@ -60,13 +60,6 @@ class FastV(TokenMethod):
         keep = single_drop_keep(check_budget("FastV", budget, visual), FASTV_LAYER, layers, visual)
         return cls(layer_list=(FASTV_LAYER,), image_token_list=(keep,), **overrides)
 
-    def schedule(self) -> Schedule:
-        return self._schedule
-
-    @property
-    def position_mode(self) -> str | None:
-        return self.positions
-
     def select(self, ctx: StageContext) -> Selection:
         if ctx.previous_hidden is None or ctx.previous_kwargs is None:
             raise RuntimeError(

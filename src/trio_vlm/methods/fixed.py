@@ -55,13 +55,6 @@ class FixedSelection(TokenMethod):
         llm_counts = counts[1:] if self.visual_token_num is not None else counts
         self._schedule = Schedule(self.layer_list, tuple(llm_counts), self.visual_token_num)
 
-    def schedule(self) -> Schedule:
-        return self._schedule
-
-    @property
-    def position_mode(self) -> str | None:
-        return self.positions
-
     def select(self, ctx: StageContext) -> Selection:
         stage_no = 0 if ctx.stage == "encoder" else self._schedule.layer_list.index(ctx.stage)
         if self._schedule.has_encoder_stage and ctx.stage != "encoder":

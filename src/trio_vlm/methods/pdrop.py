@@ -63,13 +63,6 @@ class PDrop(TokenMethod):
         layers, counts = PRESETS[key]
         return cls(layer_list=layers, image_token_list=counts, **overrides)
 
-    def schedule(self) -> Schedule:
-        return self._schedule
-
-    @property
-    def position_mode(self) -> str | None:
-        return self.positions
-
     def select(self, ctx: StageContext) -> Selection:
         rows = ctx.last_valid[:, None]
         attn = head_mean_attention(

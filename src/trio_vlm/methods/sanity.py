@@ -104,13 +104,6 @@ class Random(TokenMethod):
         same average (``"wo_ve"``)."""
         return cls(**_sanity_schedule("Random", family, budget, mode), **overrides)
 
-    def schedule(self) -> Schedule:
-        return self._schedule
-
-    @property
-    def position_mode(self) -> str | None:
-        return self.positions
-
     def select(self, ctx: StageContext) -> Selection:
         kept, scores = [], []
         for g in ctx.groups:
@@ -144,13 +137,6 @@ class Uniform(TokenMethod):
         """``budget`` tokens kept at the encoder stage (``mode`` None/``"w_ve"``), or FastV's schedule with the
         same average (``"wo_ve"``)."""
         return cls(**_sanity_schedule("Uniform", family, budget, mode), **overrides)
-
-    def schedule(self) -> Schedule:
-        return self._schedule
-
-    @property
-    def position_mode(self) -> str | None:
-        return self.positions
 
     def select(self, ctx: StageContext) -> Selection:
         kept, scores = [], []

@@ -94,13 +94,6 @@ class SparseVLM(TokenMethod):
         layers, counts = PRESETS[key]
         return cls(layer_list=layers, image_token_list=counts, **overrides)
 
-    def schedule(self) -> Schedule:
-        return self._schedule
-
-    @property
-    def position_mode(self) -> str | None:
-        return self.positions
-
     def select(self, ctx: StageContext) -> Selection:
         if ctx.previous_hidden is None or ctx.previous_kwargs is None:
             raise RuntimeError(

@@ -157,12 +157,6 @@ class TRIO(TokenMethod):
         return cls(layer_list=layers, image_token_list=counts, visual_token_num=vtn, **overrides)
 
     # ---- TokenMethod ---------------------------------------------------------------------------------
-    def schedule(self) -> Schedule:
-        return self._schedule
-
-    @property
-    def position_mode(self) -> str | None:
-        return self.positions
 
     def cls_attention_layers(self) -> tuple[int, ...]:
         return (self.shallow_layer, self.deep_layer) if self._schedule.has_encoder_stage else ()
