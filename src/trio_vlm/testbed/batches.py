@@ -11,13 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from transformers import LlavaProcessor
 
 from trio_vlm.loading import prompt_for
 from trio_vlm.testbed.generator import make_scene, questions_for
-from trio_vlm.testbed.questions import KINDS
+from trio_vlm.testbed.questions import KINDS, PLURALS
 from trio_vlm.testbed.render import render
-from trio_vlm.testbed.scene import GRID
+from trio_vlm.testbed.scene import GRID, Scene
 from trio_vlm.testbed.targets import patch_labels, scene_summary
 from trio_vlm.testbed.vocab import IMAGE_TOKEN_ID
 
@@ -41,6 +42,7 @@ class Batch:
     summary: torch.Tensor
     questions_per_image: int
     evidence: torch.Tensor | None = None
+    grounding: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         """The batch with every tensor on ``device``."""
@@ -60,15 +62,20 @@ def split_prompt(tokenizer, question: str, conv_mode: str) -> tuple[list[int], l
 
 
 def build_batch(
-    processor: LlavaProcessor, seed: int, indices: list[int], conv_mode: str, rounds: int = 1
+    processor: LlavaProcessor,
+    seed: int,
+    indices: list[int],
+    conv_mode: str,
+    rounds: int = 1,
+    kinds: tuple[str, ...] = KINDS,
 ) -> Batch:
     """Scenes ``indices`` of stream ``seed``, each with ``rounds`` questions of every kind, in ``conv_mode``."""
     tokenizer = processor.tokenizer
     scenes = [make_scene(seed, i) for i in indices]
     pixels = processor.image_processor([render(s) for s in scenes], return_tensors="pt")["pixel_values"]
-    prefixes, rows, evidence = [], [], []
+    prefixes, rows, evidence, grounding = [], [], [], []
     for scene, index in zip(scenes, indices):
-        for question in questions_for(scene, seed, index, KINDS * rounds):
+        for question in questions_for(scene, seed, index, kinds * rounds):
             prefix, suffix = split_prompt(tokenizer, question.text, conv_mode)
             answer = tokenizer(question.answer, add_special_tokens=False)["input_ids"]
             if len(answer) != 1 or answer[0] == tokenizer.unk_token_id:
@@ -77,6 +84,7 @@ def build_batch(
             mask = torch.zeros(GRID * GRID, dtype=torch.bool)
             mask[list(question.evidence)] = True
             evidence.append(mask)
+            grounding.append(_grounding(scene, tokenizer.convert_ids_to_tokens(suffix)))
         prefixes.append(prefix)
     if len({len(p) for p in prefixes}) != 1:
         raise ValueError("all prefixes in a batch must share one conversation template")
@@ -99,7 +107,24 @@ def build_batch(
         summary=torch.stack([scene_summary(s) for s in scenes]),
         questions_per_image=len(rows) // len(scenes),
         evidence=torch.stack(evidence),
+        grounding=torch.stack([F.pad(g, (0, 0, 0, width - g.shape[0])) for g in grounding]),
     )
+
+
+def _grounding(scene: Scene, words: list[str]) -> torch.Tensor:
+    """(len(words), 576) bool: for each question word naming something in the image (a colour, a shape, a
+    plural, "white"/"tile"/"letter"), the patches of what it names; other rows are empty."""
+    plural_of = {p: s for s, p in PLURALS.items()}
+    out = torch.zeros(len(words), GRID * GRID, dtype=torch.bool)
+    for i, word in enumerate(words):
+        if word in ("white", "tile", "letter"):
+            items = [scene.tile]
+        else:
+            shape = plural_of.get(word, word)
+            items = [it for it in scene.shapes if word == it.colour or shape == it.shape]
+        for item in items:
+            out[i, item.patches()] = True
+    return out
 
 
 def conv_mode_for_step(seed: int, step: int) -> str:

@@ -129,17 +129,49 @@ def evidence_attention_loss(
     return torch.stack(losses).mean()
 
 
+def grounding_attention_loss(
+    model: LlavaForConditionalGeneration,
+    batch: Batch,
+    cache: object,
+    seen: dict[int, tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]],
+) -> torch.Tensor:
+    """−log of the head-averaged attention mass each grounded question word (a colour, shape, "tile", …)
+    puts on the patches of what it names, averaged over the captured layers and grounded words."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    prefix_len = batch.prefix_ids.shape[1]
+    image_start = int((batch.prefix_ids[0] == model.config.image_token_id).nonzero()[0])
+    grounded = batch.grounding.any(-1)  # (B·Q, T)
+    losses = []
+    for index, (hidden, (cos, sin)) in seen.items():
+        attn = model.model.language_model.layers[index].self_attn
+        n_rows, length, _ = hidden.shape
+        q = attn.q_proj(hidden).view(n_rows, length, -1, attn.head_dim).transpose(1, 2)
+        q, _ = apply_rotary_pos_emb(q, q, cos, sin)  # (B·Q, H, T, d)
+        keys = cache.layers[index].keys
+        keys = keys.repeat_interleave(q.shape[1] // keys.shape[1], dim=1)
+        scores = (q @ keys.transpose(-1, -2)) * attn.scaling  # (B·Q, H, T, P + T)
+        key_pos = torch.arange(keys.shape[2])
+        query_pos = prefix_len + torch.arange(length)
+        scores = scores.masked_fill(key_pos[None, :] > query_pos[:, None], -1e9)
+        probs = scores.float().softmax(-1)[..., image_start : image_start + batch.grounding.shape[-1]]
+        mass = (probs * batch.grounding[:, None]).sum(-1).mean(1)  # (B·Q, T)
+        losses.append(-torch.log(mass[grounded] + 1e-6).mean())
+    return torch.stack(losses).mean()
+
+
 def compute_losses(
     model: LlavaForConditionalGeneration,
     heads: AuxHeads,
     batch: Batch,
     attention_layers: tuple[int, ...] = (),
     cls_layers: tuple[int, ...] = (),
+    grounding_layers: tuple[int, ...] = (),
 ) -> dict[str, torch.Tensor]:
     """Losses (``answer``, ``prompt``, ``patch``, ``summary``, ``evidence`` when ``attention_layers`` are
     given) and the answer-token accuracy (``accuracy``)."""
     image_tokens, cls, cache, vision_states = image_prefix(model, batch)
-    logits, seen = question_logits(model, batch, cache, attention_layers)
+    logits, seen = question_logits(model, batch, cache, tuple(sorted({*attention_layers, *grounding_layers})))
     logits = logits.float()
     ce = F.cross_entropy(
         logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE, reduction="none"
@@ -154,7 +186,14 @@ def compute_losses(
         for i, part in enumerate(patch_logits)
     )
     summary = F.binary_cross_entropy_with_logits(heads.summary(cls), batch.summary)
-    extra = {"evidence": evidence_attention_loss(model, batch, cache, seen)} if attention_layers else {}
+    extra = {}
+    if attention_layers:
+        picked = {i: seen[i] for i in attention_layers}
+        extra["evidence"] = evidence_attention_loss(model, batch, cache, picked)
+    if grounding_layers:
+        extra["grounding"] = grounding_attention_loss(
+            model, batch, cache, {i: seen[i] for i in grounding_layers}
+        )
     if cls_layers:
         objects = batch.patch_labels[..., 0] > 0
         extra["cls_attention"] = cls_attention_loss(model, vision_states, cls_layers, objects)
