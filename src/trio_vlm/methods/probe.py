@@ -75,6 +75,47 @@ def reference_saliency(
         return _grad_norm(loss, h, _default_scale(hidden.dtype))
 
 
+def head_gradient(head: torch.nn.Module, z: torch.Tensor, weights: torch.Tensor, chunk: int) -> torch.Tensor:
+    """∂/∂z of ``Σ w · CE(head(z), argmax head(z))`` for rows ``z`` (R, D), reading the head's weight once.
+
+    The cross-entropy gradient is ``W^T (softmax(l) - onehot(argmax l))``. Sweeping the vocabulary in chunks
+    with an online softmax (running max, rescaled sum and rescaled ``Σ exp(l_v) W_v``, as flash attention does)
+    forms it in the same pass that computes the logits; autograd would read the head twice (forward and
+    backward), and for a few rows those skinny products are memory-bound. Computed in float32.
+    """
+    weight = head.weight
+    bias = getattr(head, "bias", None)
+    z32 = z.float()
+    rows = z32.shape[0]
+    running_max = torch.full((rows,), float("-inf"), device=z.device)
+    total = torch.zeros(rows, device=z.device)
+    acc = torch.zeros(rows, z.shape[-1], device=z.device)
+    best = torch.full((rows,), float("-inf"), device=z.device)
+    label = torch.zeros(rows, dtype=torch.long, device=z.device)
+    for start in range(0, weight.shape[0], chunk):
+        w_c = weight[start : start + chunk].float()
+        logits = z32 @ w_c.T
+        if bias is not None:
+            logits = logits + bias[start : start + chunk].float()
+        c_max, c_arg = logits.max(dim=1)
+        better = c_max > best  # strict: ties keep the earliest index, as argmax does
+        best = torch.where(better, c_max, best)
+        label = torch.where(better, c_arg + start, label)
+        new_max = torch.maximum(running_max, c_max)
+        scale = torch.exp(running_max - new_max)
+        e = torch.exp(logits - new_max[:, None])
+        total = total * scale + e.sum(1)
+        acc = acc * scale[:, None] + e @ w_c
+        running_max = new_max
+    return weights[:, None] * (acc / total[:, None] - weight[label].float())
+
+
+def _head_chunk(device: torch.device, vocab: int) -> int:
+    # On a CPU the head is read from RAM: chunks that stay in cache save the second read. On a GPU one chunk
+    # (two large products) avoids launching many small kernels.
+    return 1024 if device.type == "cpu" else vocab
+
+
 def fast_saliency(
     adapter: ModelAdapter,
     layer_index: int,
@@ -88,13 +129,21 @@ def fast_saliency(
     """(B, S) saliency equal to :func:`reference_saliency`, computing the layer only at the K loss rows.
 
     Attention is causal and only K positions enter the loss, so a visual token's gradient flows solely through
-    its key and value: the probe needs the input norm and K/V projections for all tokens, the rest of the layer
-    and the LM head for K rows only.
+    its key and value: the probe needs the input norm and key projections for all tokens, the rest of the layer
+    for K rows only, and the LM head's gradient for K rows in one pass over its weight (:func:`head_gradient`).
     """
     pos, weights = loss_positions(last_valid, k_positions, include_last)
     cos, sin = layer_kwargs["position_embeddings"]
+    head = adapter.lm_head
+    scale = _default_scale(hidden.dtype)
     with torch.inference_mode(False), torch.enable_grad():
         h = _probe_input(hidden)
         rows = adapter.layer_rows(layer_index, h, pos, cos.clone(), sin.clone(), padding.clone())
-        loss = _pseudo_label_loss(adapter.logits(rows), weights)
-        return _grad_norm(loss, h, _default_scale(hidden.dtype))
+        z = adapter.final_norm(rows)  # (B, K, D)
+        with torch.no_grad():
+            flat = z.detach().reshape(-1, z.shape[-1])
+            grad_z = head_gradient(
+                head, flat, weights.reshape(-1), _head_chunk(z.device, head.weight.shape[0])
+            )
+        (grad,) = torch.autograd.grad(z, h, grad_outputs=(grad_z * scale).view_as(z).to(z.dtype))
+        return grad.float().norm(dim=-1) / scale
