@@ -12,14 +12,15 @@ from transformers import LlavaForConditionalGeneration
 from trio_vlm.loading import load_model_and_processor, prompt_for
 from trio_vlm.testbed.batches import IGNORE, build_batch, split_prompt
 from trio_vlm.testbed.config import model_config
-from trio_vlm.testbed.generator import make_example
+from trio_vlm.testbed.generator import make_example, make_scene
 from trio_vlm.testbed.objective import (
     cls_attention_loss,
     evidence_attention_loss,
+    grounding_attention_loss,
     image_prefix,
     question_logits,
 )
-from trio_vlm.testbed.train import TrainSettings, train
+from trio_vlm.testbed.train import TrainSettings, curriculum_shapes, train
 from trio_vlm.testbed.vocab import IMAGE_TOKEN_ID, build_processor
 
 
@@ -104,6 +105,29 @@ def test_attention_losses_match_eager_attention_maps(processor) -> None:
         expected = torch.stack([torch.stack(v).mean() for v in per_layer.values()]).mean()
         torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-5)
 
+        cache = image_prefix(model, batch)[2]
+        _, seen = question_logits(model, batch, cache, (0, 2))
+        grounding = grounding_attention_loss(model, batch, cache, seen)
+        per_word = {0: [], 2: []}
+        for row in range(batch.inputs.shape[0]):
+            image = row // batch.questions_per_image
+            length = int((batch.targets[row] != IGNORE).sum())
+            ids = torch.cat([batch.prefix_ids[image], batch.inputs[row, :length]])[None]
+            out = model(
+                input_ids=ids, pixel_values=batch.pixel_values[image : image + 1], output_attentions=True
+            )
+            start = int((batch.prefix_ids[image] == IMAGE_TOKEN_ID).nonzero()[0])
+            prefix_len = batch.prefix_ids.shape[1]
+            for t in range(length):
+                if batch.grounding[row, t].any():
+                    for layer in per_word:
+                        att = out.attentions[layer][0, :, prefix_len + t, start : start + 576]
+                        per_word[layer].append(
+                            -torch.log(att[:, batch.grounding[row, t]].sum(-1).mean() + 1e-6)
+                        )
+        expected = torch.stack([torch.stack(v).mean() for v in per_word.values()]).mean()
+        torch.testing.assert_close(grounding, expected, rtol=1e-4, atol=1e-5)
+
         objects = batch.patch_labels[..., 0] > 0
         cls_loss = cls_attention_loss(model, vision_states, (0, 1), objects)
         maps = model.model.vision_tower(batch.pixel_values, output_attentions=True).attentions
@@ -114,6 +138,27 @@ def test_attention_losses_match_eager_attention_maps(processor) -> None:
             ]
         ).mean()
         torch.testing.assert_close(cls_loss, cls_expected, rtol=1e-4, atol=1e-5)
+
+
+def test_grounding_rows_and_curriculum(processor) -> None:
+    batch = build_batch(processor, 0, [5], "llava_hf", max_shapes=1)
+    scene = make_scene(0, 5, max_shapes=1)
+    assert len(scene.shapes) == 1
+    (item,) = scene.shapes
+    for row in range(batch.inputs.shape[0]):
+        n_question = int((batch.targets[row] != IGNORE).sum()) - 1  # the last input is the answer word
+        words = processor.tokenizer.convert_ids_to_tokens(batch.inputs[row, :n_question].tolist())
+        assert not batch.grounding[row, n_question:].any()
+        for t, word in enumerate(words):
+            expected = set()
+            if word in ("white", "tile", "letter"):
+                expected = set(scene.tile.patches())
+            elif word in (item.colour, item.shape, item.shape + "s", item.shape + "es"):
+                expected = set(item.patches())
+            assert set(batch.grounding[row, t].nonzero().flatten().tolist()) == expected, word
+    assert [curriculum_shapes("0.2:1,0.5:3", f) for f in (0.0, 0.2, 0.49, 0.5)] == [1, 3, 3, None]
+    with pytest.raises(ValueError, match="curriculum"):
+        curriculum_shapes("half:1", 0.1)
 
 
 def test_two_step_training_is_deterministic(tmp_path) -> None:

@@ -10,5 +10,8 @@ def bundled_model_dir() -> Path:
     """The trained testbed checkpoint shipped with the package (``assets/testbed``)."""
     path = Path(str(resources.files("trio_vlm") / "assets" / "testbed"))
     if not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(f"testbed checkpoint missing: {path / 'model.safetensors'}")
+        raise FileNotFoundError(
+            f"testbed checkpoint missing: {path / 'model.safetensors'} (not shipped yet); train one with "
+            "'python -m trio_vlm.testbed.train --out DIR' and pass --model DIR"
+        )
     return path

@@ -68,10 +68,11 @@ def build_batch(
     conv_mode: str,
     rounds: int = 1,
     kinds: tuple[str, ...] = KINDS,
+    max_shapes: int | None = None,
 ) -> Batch:
     """Scenes ``indices`` of stream ``seed``, each with ``rounds`` questions of every kind, in ``conv_mode``."""
     tokenizer = processor.tokenizer
-    scenes = [make_scene(seed, i) for i in indices]
+    scenes = [make_scene(seed, i, max_shapes) for i in indices]
     pixels = processor.image_processor([render(s) for s in scenes], return_tensors="pt")["pixel_values"]
     prefixes, rows, evidence, grounding = [], [], [], []
     for scene, index in zip(scenes, indices):

@@ -76,7 +76,7 @@ def predict(
                 kept = run.events[-1].kept[0].tolist()
             stages = [(e.stage, e.tokens_before[0], e.tokens_after[0]) for e in run.events]
     token = int(logits[0, -1].argmax())
-    word = processor.tokenizer.convert_ids_to_tokens(token)
+    word = processor.tokenizer.convert_ids_to_tokens(token) or ""  # ids past the vocabulary decode to ""
     question = example.question
     return Prediction(example.index, question.kind, question.answer, word, kept, seconds, stages)
 

@@ -32,9 +32,11 @@ def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, index, stream])
 
 
-def make_scene(seed: int, index: int) -> Scene:
-    """Scene number ``index`` of the stream ``seed``."""
-    return sample_scene(_rng(seed, index, 0))
+def make_scene(seed: int, index: int, max_shapes: int | None = None) -> Scene:
+    """Scene number ``index`` of the stream ``seed`` (``max_shapes``: fewer shapes, for a training curriculum)."""
+    if max_shapes is None:
+        return sample_scene(_rng(seed, index, 0))
+    return sample_scene(_rng(seed, index, 0), min_shapes=min(5, max_shapes), max_shapes=max_shapes)
 
 
 def questions_for(scene: Scene, seed: int, index: int, kinds: tuple[str, ...] = KINDS) -> list[Question]:

@@ -85,9 +85,23 @@ def _place(rng: np.random.Generator, occupied: np.ndarray, size: int) -> tuple[i
     raise RuntimeError("could not place an object on the grid (too many objects)")
 
 
+def _one_sided(item: Item) -> bool:
+    """Whether the block lies entirely on one side of the vertical or of the horizontal middle line."""
+    half = GRID // 2
+    return any(start + item.size <= half or start >= half for start in (item.row, item.col))
+
+
 def sample_scene(rng: np.random.Generator, min_shapes: int = 5, max_shapes: int = 8) -> Scene:
-    """A scene of ``min_shapes``..``max_shapes`` shapes of distinct colours (at least one shape kind occurs
-    exactly once, so colour questions are always possible), plus one lettered tile."""
+    """A scene of ``min_shapes``..``max_shapes`` shapes of distinct colours, plus one lettered tile. At least
+    one shape kind occurs exactly once (colour questions) and one shape lies on one side of a middle line
+    (position questions); scenes breaking either are redrawn from the same generator."""
+    while True:
+        scene = _draw_scene(rng, min_shapes, max_shapes)
+        if any(_one_sided(it) for it in scene.shapes):
+            return scene
+
+
+def _draw_scene(rng: np.random.Generator, min_shapes: int, max_shapes: int) -> Scene:
     if not 1 <= min_shapes <= max_shapes <= len(COLOURS):
         raise ValueError(
             f"need 1 <= min_shapes <= max_shapes <= {len(COLOURS)}, got {min_shapes}, {max_shapes}"

@@ -56,6 +56,10 @@ class TrainSettings:
     cls_layers: str = "5,6"
     grounding_weight: float = 0.5
     grounding_layers: str = "0,1"
+    # Curriculum: up to this fraction of the steps, scenes hold at most this many shapes (then 5-8). Without
+    # it the model has to find the asked object among 576 tokens before any answer is right, and stalls at
+    # the answer prior for hundreds of steps.
+    curriculum: str = "0.2:1,0.35:2,0.5:4"
     embed_std: float = 1.0
     init_std: float = 0.02
     seed: int = 0
@@ -122,7 +126,29 @@ class _Steps(torch.utils.data.Dataset):
     def __getitem__(self, step: int) -> Batch:
         s = self.settings
         indices = list(range(step * s.images_per_step, (step + 1) * s.images_per_step))
-        return build_batch(self.processor, TRAIN_SEED, indices, conv_mode_for_step(s.seed, step), s.rounds)
+        return build_batch(
+            self.processor,
+            TRAIN_SEED,
+            indices,
+            conv_mode_for_step(s.seed, step),
+            s.rounds,
+            max_shapes=curriculum_shapes(s.curriculum, step / s.steps),
+        )
+
+
+def curriculum_shapes(spec: str, progress: float) -> int | None:
+    """Most shapes per scene at ``progress`` (fraction of training done) under ``"frac:shapes,..."``;
+    ``None`` (the full 5-8) after the last stage."""
+    for part in spec.split(","):
+        if not part.strip():
+            continue
+        try:
+            until, shapes = part.split(":")
+            if progress < float(until):
+                return int(shapes)
+        except ValueError:
+            raise ValueError(f"curriculum must look like '0.2:1,0.35:2', got {spec!r}") from None
+    return None
 
 
 def _validate(model: LlavaForConditionalGeneration, processor, examples: list) -> float:
