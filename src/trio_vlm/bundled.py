@@ -45,9 +45,9 @@ def tiny_vocab() -> dict[str, int]:
     return {token: i for i, token in enumerate(tokens)}
 
 
-def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A lower-casing word-level tokenizer whose ids fit ``tiny_llava``'s vocabulary of 96; prepends ``<s>``."""
-    vocab = tiny_vocab()
+def word_level_tokenizer(vocab: dict[str, int], padding_side: str = "right") -> PreTrainedTokenizerFast:
+    """A lower-casing word-level tokenizer over ``vocab`` that splits punctuation off and prepends ``<s>``;
+    ``<image>`` must be in ``vocab`` with id :data:`IMAGE_TOKEN_ID`."""
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.Sequence(
@@ -64,10 +64,16 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
         unk_token="<unk>",
         extra_special_tokens={"image_token": "<image>"},
         model_max_length=4096,
+        padding_side=padding_side,
     )
     if tokenizer.convert_tokens_to_ids("<image>") != IMAGE_TOKEN_ID:
-        raise AssertionError("the <image> token id must match tiny_llava's image token id")
+        raise AssertionError(f"the <image> token id must be {IMAGE_TOKEN_ID}")
     return tokenizer
+
+
+def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """The tokenizer of the bundled tiny model: ids fit ``tiny_llava``'s vocabulary of 96."""
+    return word_level_tokenizer(tiny_vocab())
 
 
 def build_tiny_processor(image_size: int = 24, patch_size: int = 2) -> LlavaProcessor:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import CLIPImageProcessorPil, LlavaProcessor, PreTrainedTokenizerFast
 
+from trio_vlm.bundled import word_level_tokenizer
 from trio_vlm.testbed.questions import PLURALS, answer_words
 from trio_vlm.testbed.scene import GRID, PATCH
 
@@ -73,29 +73,8 @@ def vocabulary() -> dict[str, int]:
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
-    """Lower-casing word-level tokenizer that splits punctuation off and prepends ``<s>``."""
-    vocab = vocabulary()
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.normalizer = normalizers.Lowercase()
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(behavior="isolated")]
-    )
-    backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", vocab["<s>"])]
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        extra_special_tokens={"image_token": "<image>"},
-        model_max_length=4096,
-        padding_side="left",
-    )
-    if tokenizer.convert_tokens_to_ids("<image>") != IMAGE_TOKEN_ID:
-        raise AssertionError("the <image> token id must be IMAGE_TOKEN_ID")
-    return tokenizer
+    """Lower-casing word-level tokenizer over :func:`vocabulary` (left padding for batched generation)."""
+    return word_level_tokenizer(vocabulary(), padding_side="left")
 
 
 def build_processor() -> LlavaProcessor:
