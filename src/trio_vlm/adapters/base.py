@@ -60,12 +60,13 @@ class ModelAdapter:
     # ---- modules -------------------------------------------------------------------------------------
     @property
     def multimodal_model(self) -> nn.Module:
-        """The module whose forward receives ``input_ids`` / ``inputs_embeds`` and runs the vision tower."""
-        raise NotImplementedError
+        """The module whose forward receives ``input_ids`` / ``inputs_embeds`` and runs the vision tower
+        (``model.model`` in every supported ``*ForConditionalGeneration``)."""
+        return self.model.model
 
     @property
     def language_model(self) -> nn.Module:
-        raise NotImplementedError
+        return self.model.model.language_model
 
     @property
     def decoder_layers(self) -> nn.ModuleList:

@@ -18,14 +18,6 @@ class LlavaAdapter(ModelAdapter):
     default_position_mode = "compact"
 
     @property
-    def multimodal_model(self) -> nn.Module:
-        return self.model.model
-
-    @property
-    def language_model(self) -> nn.Module:
-        return self.model.model.language_model
-
-    @property
     def vision_tower(self) -> nn.Module:
         return self.model.model.vision_tower
 

@@ -61,14 +61,6 @@ class Qwen25VLAdapter(ModelAdapter):
         self._grids: list[torch.Tensor] = []
 
     @property
-    def multimodal_model(self) -> nn.Module:
-        return self.model.model
-
-    @property
-    def language_model(self) -> nn.Module:
-        return self.model.model.language_model
-
-    @property
     def vision_tower(self) -> nn.Module:
         return self.model.model.visual
 
