@@ -13,7 +13,10 @@ from trio_vlm.cli import answer, answer_file, compare, demo_cmd, eval_cmd, profi
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(prog="trio-vlm", description="Visual token pruning for LLaVA models.")
+    parser = argparse.ArgumentParser(
+        prog="trio-vlm",
+        description="Visual token pruning (TRIO and baselines) for LLaVA-1.5, LLaVA-NeXT and Qwen2.5-VL.",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: info logs, -vv: debug logs")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for command in (answer, answer_file):
