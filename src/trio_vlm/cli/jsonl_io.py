@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -30,9 +31,8 @@ class Question:
         return (str(self.question_id), self.text)
 
 
-def read_questions(path: str | os.PathLike[str]) -> list[Question]:
-    """Parse a JSONL question file; ``ValueError`` names the line of a malformed entry."""
-    questions = []
+def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for every non-blank line; ``ValueError`` names a malformed line."""
     with open(path, encoding="utf-8") as fh:
         for number, raw in enumerate(fh, start=1):
             if not raw.strip():
@@ -40,15 +40,27 @@ def read_questions(path: str | os.PathLike[str]) -> list[Question]:
             try:
                 entry = json.loads(raw)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: malformed JSON ({exc.msg})") from exc
+                raise ValueError(f"{path}:{number}: malformed JSON line ({exc.msg})") from exc
             if not isinstance(entry, dict):
                 raise ValueError(f"{path}:{number}: expected a JSON object, got {type(entry).__name__}")
-            missing = [key for key in QUESTION_KEYS if key not in entry]
-            if missing:
-                raise ValueError(f"{path}:{number}: missing key(s) {', '.join(missing)}")
-            if not isinstance(entry["image"], str) or not isinstance(entry["text"], str):
-                raise ValueError(f"{path}:{number}: 'image' and 'text' must be strings")
-            questions.append(Question(entry["question_id"], entry["image"], entry["text"], number))
+            yield number, entry
+
+
+def require_keys(entry: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
+    """``ValueError`` naming ``where`` and the missing keys, if any."""
+    missing = [k for k in keys if k not in entry]
+    if missing:
+        raise ValueError(f"{where}: missing key(s) {', '.join(missing)}")
+
+
+def read_questions(path: str | os.PathLike[str]) -> list[Question]:
+    """Parse a JSONL question file; ``ValueError`` names the line of a malformed entry."""
+    questions = []
+    for number, entry in iter_jsonl(path):
+        require_keys(entry, QUESTION_KEYS, f"{path}:{number}")
+        if not isinstance(entry["image"], str) or not isinstance(entry["text"], str):
+            raise ValueError(f"{path}:{number}: 'image' and 'text' must be strings")
+        questions.append(Question(entry["question_id"], entry["image"], entry["text"], number))
     return questions
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from trio_vlm.cli.jsonl_io import iter_jsonl
 
 
 def require_file(path: Path, what: str) -> Path:
@@ -14,28 +15,6 @@ def require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
     return path
-
-
-def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, object)`` for every non-blank line; ``ValueError`` names a malformed line."""
-    with open(path, encoding="utf-8") as fh:
-        for number, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                entry = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: malformed JSON line ({exc.msg})") from exc
-            if not isinstance(entry, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(entry).__name__}")
-            yield number, entry
-
-
-def require_keys(entry: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
-    """``ValueError`` naming ``where`` and the missing keys, if any."""
-    missing = [k for k in keys if k not in entry]
-    if missing:
-        raise ValueError(f"{where}: missing key(s) {', '.join(missing)}")
 
 
 def load_json(path: str | os.PathLike[str], what: str) -> Any:

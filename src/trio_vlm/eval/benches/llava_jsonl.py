@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trio_vlm.cli.jsonl_io import iter_jsonl, require_keys
 from trio_vlm.eval.items import EvalItem
-from trio_vlm.eval.question_files import iter_jsonl, require_file, require_keys
+from trio_vlm.eval.question_files import require_file
 
 
 def load_llava_jsonl(question_file: Path, image_folder: Path, what: str) -> list[EvalItem]:

@@ -7,10 +7,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from trio_vlm.cli.jsonl_io import iter_jsonl
 from trio_vlm.eval.benches.base import Answers, BenchFiles, Benchmark, BenchScore, LoadOptions
 from trio_vlm.eval.benches.llava_jsonl import load_llava_jsonl
 from trio_vlm.eval.items import EvalItem
-from trio_vlm.eval.question_files import iter_jsonl, load_json
+from trio_vlm.eval.question_files import load_json
 from trio_vlm.eval.vqa_accuracy import vqa_score
 from trio_vlm.eval.vqa_text import normalize_vqa_answer
 
