@@ -48,17 +48,21 @@ def random_testbed(tmp_path_factory: pytest.TempPathFactory):
     return path
 
 
-def _direct_words(model, processor, examples, method) -> list[str]:
-    """Plain loop: prompt, processor, one greedy token from ``generate`` inside ``trio_vlm.apply``."""
-    words = []
+def _direct_words(model, processor, examples, method) -> tuple[list[str], list[float]]:
+    """Plain loop: prompt, processor, one greedy token from ``generate`` inside ``trio_vlm.apply``; and the
+    % of each question's evidence patches among the tokens kept by the last drop."""
+    words, evidence = [], []
     for ex in examples:
         inputs = processor(
             images=ex.image, text=prompt_for(ex.question.text, "vicuna_v1"), return_tensors="pt"
         )
-        with trio_vlm.apply(model, method):
+        with trio_vlm.apply(model, method) as run:
             out = model.generate(**inputs, max_new_tokens=1, do_sample=False)
         words.append(processor.tokenizer.convert_ids_to_tokens(int(out[0, -1])) or "")
-    return words
+        if ex.question.evidence:
+            kept = set(run.events[-1].kept[0].tolist())
+            evidence.append(100 * sum(p in kept for p in ex.question.evidence) / len(ex.question.evidence))
+    return words, evidence
 
 
 def test_harness_matches_direct_loop(random_testbed) -> None:
@@ -69,8 +73,9 @@ def test_harness_matches_direct_loop(random_testbed) -> None:
     for (name, mode), row in zip(variants, rows):
         method = scaled_method(name, 64, mode)
         predicted = [p.predicted for p in evaluate(model, processor, examples, method, progress=False)]
-        direct = _direct_words(model, processor, examples, scaled_method(name, 64, mode))
+        direct, evidence = _direct_words(model, processor, examples, scaled_method(name, 64, mode))
         assert predicted == direct, (name, mode)
+        assert row.evidence == pytest.approx(sum(evidence) / len(evidence))
         expected = 100.0 * sum(w == ex.question.answer for w, ex in zip(direct, examples)) / len(examples)
         assert row.accuracy == pytest.approx(expected)
         assert row.schedule["average"] == pytest.approx(64, abs=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -11,16 +12,30 @@ from transformers import LlavaForConditionalGeneration
 
 from trio_vlm.loading import load_model_and_processor, prompt_for
 from trio_vlm.testbed.batches import IGNORE, build_batch, split_prompt
+from trio_vlm.testbed.codes import attribute_codes, patch_codes
 from trio_vlm.testbed.config import model_config
 from trio_vlm.testbed.generator import make_example, make_scene
 from trio_vlm.testbed.objective import (
+    AuxHeads,
+    LossLayers,
     cls_attention_loss,
-    evidence_attention_loss,
     grounding_attention_loss,
     image_prefix,
+    keep_for_language_phase,
+    language_losses,
     question_logits,
+    readout_attention_loss,
 )
-from trio_vlm.testbed.train import TrainSettings, curriculum_shapes, train
+from trio_vlm.testbed.questions import PLURALS
+from trio_vlm.testbed.scene import COLOURS, SHAPES
+from trio_vlm.testbed.targets import (
+    COLOUR_CLASSES,
+    LETTER_CLASSES,
+    SHAPE_CLASSES,
+    named_targets,
+    patch_labels,
+)
+from trio_vlm.testbed.train import TrainSettings, train
 from trio_vlm.testbed.vocab import IMAGE_TOKEN_ID, build_processor
 
 
@@ -61,7 +76,7 @@ def test_shared_prefix_equals_full_forward(processor) -> None:
     batch = build_batch(processor, 0, [2, 3], "vicuna_v1")
     with torch.no_grad():
         _, _, cache, _ = image_prefix(model, batch)
-        logits, _ = question_logits(model, batch, cache)
+        logits = question_logits(model, batch, cache).logits
         for row in (0, 7, 11):
             image = row // batch.questions_per_image
             length = int((batch.targets[row] != IGNORE).sum())
@@ -84,29 +99,27 @@ def test_attention_losses_match_eager_attention_maps(processor) -> None:
     batch = build_batch(processor, 0, [2, 3], "vicuna_v1")
     with torch.no_grad():
         _, _, cache, vision_states = image_prefix(model, batch)
-        _, seen = question_logits(model, batch, cache, (1, 2))
-        loss = evidence_attention_loss(model, batch, cache, seen)
-        per_layer = {1: [], 2: []}
+        seen = question_logits(model, batch, cache, (1, 2)).seen
+        readout = readout_attention_loss(model, batch, cache, seen)
+        per_row = {1: [], 2: []}
+        prefix_len = batch.prefix_ids.shape[1]
         for row in range(batch.inputs.shape[0]):
-            if not batch.evidence[row].any():
-                continue
             image = row // batch.questions_per_image
             length = int((batch.targets[row] != IGNORE).sum())
-            ids = torch.cat([batch.prefix_ids[image], batch.inputs[row, : length - 1]])[
-                None
-            ]  # up to the last ":"
+            ids = torch.cat([batch.prefix_ids[image], batch.inputs[row, : length - 1]])[None]
             out = model(
                 input_ids=ids, pixel_values=batch.pixel_values[image : image + 1], output_attentions=True
             )
-            start = int((batch.prefix_ids[image] == IMAGE_TOKEN_ID).nonzero()[0])
-            for layer in per_layer:
-                att = out.attentions[layer][0, :, -1, start : start + 576]
-                per_layer[layer].append(-torch.log(att[:, batch.evidence[row]].sum(-1).mean() + 1e-6))
-        expected = torch.stack([torch.stack(v).mean() for v in per_layer.values()]).mean()
-        torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-5)
+            named = batch.object_words[row, : length - 1]
+            assert named.any()
+            for layer in per_row:
+                att = out.attentions[layer][0, :, -1, prefix_len:]
+                per_row[layer].append(-torch.log(att[:, named].sum(-1).mean() + 1e-6))
+        expected = torch.stack([torch.stack(v).mean() for v in per_row.values()]).mean()
+        torch.testing.assert_close(readout, expected, rtol=1e-4, atol=1e-5)
 
         cache = image_prefix(model, batch)[2]
-        _, seen = question_logits(model, batch, cache, (0, 2))
+        seen = question_logits(model, batch, cache, (0, 2)).seen
         grounding = grounding_attention_loss(model, batch, cache, seen)
         per_word = {0: [], 2: []}
         for row in range(batch.inputs.shape[0]):
@@ -140,7 +153,7 @@ def test_attention_losses_match_eager_attention_maps(processor) -> None:
         torch.testing.assert_close(cls_loss, cls_expected, rtol=1e-4, atol=1e-5)
 
 
-def test_grounding_rows_and_curriculum(processor) -> None:
+def test_grounding_rows_and_object_words(processor) -> None:
     batch = build_batch(processor, 0, [5], "llava_hf", max_shapes=1)
     scene = make_scene(0, 5, max_shapes=1)
     assert len(scene.shapes) == 1
@@ -156,29 +169,141 @@ def test_grounding_rows_and_curriculum(processor) -> None:
             elif word in (item.colour, item.shape, item.shape + "s", item.shape + "es"):
                 expected = set(item.patches())
             assert set(batch.grounding[row, t].nonzero().flatten().tolist()) == expected, word
-    assert [curriculum_shapes("0.2:1,0.5:3", f) for f in (0.0, 0.2, 0.49, 0.5)] == [1, 3, 3, None]
-    with pytest.raises(ValueError, match="curriculum"):
-        curriculum_shapes("half:1", 0.1)
+            names = word in (*COLOURS, *SHAPES, *PLURALS.values(), "white", "tile", "letter")
+            assert bool(batch.object_words[row, t]) == names, word
+        assert not batch.object_words[row, n_question:].any()
 
 
-def test_two_step_training_is_deterministic(tmp_path) -> None:
+def test_training_is_deterministic_in_one_or_two_processes(tmp_path) -> None:
+    """The vision phase in a second process gives bitwise the weights of running the phases in turn."""
     settings = TrainSettings(
-        steps=2,
-        images_per_step=1,
+        language_steps=2,
+        language_images=1,
+        vision_steps=2,
+        vision_images=1,
+        joint_steps=2,
+        joint_images=1,
         rounds=1,
+        warmup=1,
         log_every=1,
         eval_every=2,
         validation_questions=2,
         heldout_questions=2,
+        joint_threads=1,
     )
-    logs = [train(settings, tmp_path / name) for name in ("a", "b")]
+    logs = [
+        train(dataclasses.replace(settings, parallel=parallel), tmp_path / name)
+        for name, parallel in (("a", True), ("b", False))
+    ]
     a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("a", "b"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert [h["answer"] for h in logs[0]["history"]] == [h["answer"] for h in logs[1]["history"]]
+
+    def losses(log: dict) -> list[dict]:
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in log["history"]]
+
+    assert losses(logs[0]) == losses(logs[1])
     files = {p.name for p in (tmp_path / "a").iterdir()}
     assert {"model.safetensors", "config.json", "tokenizer.json", "training_log.json"} <= files
     assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in files)
     log = json.loads((tmp_path / "a" / "training_log.json").read_text())
-    assert log["settings"]["steps"] == 2 and log["heldout"]["questions"] == 2
+    assert log["settings"]["joint_steps"] == 2 and log["heldout"]["questions"] == 2
+    assert [h["phase"] for h in log["history"]] == ["language"] * 2 + ["vision"] * 2 + ["joint"] * 2
     model, proc = load_model_and_processor(tmp_path / "a")
     assert model.config.image_seq_length == 576 and proc.tokenizer.padding_side == "left"
+
+
+def test_language_phase_prefix_equals_a_plain_forward(processor) -> None:
+    """The language phase's pruned ideal-token prefix + question continuation = one plain LM forward over
+    [text, kept ideal tokens, question] at the original positions; every object patch is kept."""
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(model_config(llm_width=32, llm_layers=2)).eval()
+    batch = build_batch(processor, 0, [4, 5], "llava_hf")
+    codes = attribute_codes(32)
+    keep = keep_for_language_phase(batch, 10, torch.Generator().manual_seed(0))
+    objects = batch.patch_labels[..., 0] > 0
+    assert keep.shape[1] == int(objects.sum(1).max()) + 10
+    for image in range(2):
+        assert (
+            torch.equal(keep[image], keep[image].sort().values)
+            and len(set(keep[image].tolist())) == keep.shape[1]
+        )
+        assert set(objects[image].nonzero().flatten().tolist()) <= set(keep[image].tolist())
+    language_model = model.model.language_model
+    seen: list[torch.Tensor] = []
+    handle = model.lm_head.register_forward_hook(lambda m, a, out: seen.append(out))
+    with torch.no_grad():
+        language_losses(
+            model,
+            AuxHeads(32, 96),
+            batch,
+            codes,
+            keep,
+            LossLayers(grounding=(0,), readout=(1,), probe=1, cls=()),
+        )
+    handle.remove()
+    logits = seen[0]
+    image_start = int((batch.prefix_ids[0] == IMAGE_TOKEN_ID).nonzero()[0])
+    ideal = patch_codes(batch.patch_labels, codes)
+    full_len = batch.prefix_ids.shape[1]
+    for row in (0, 5, 11):
+        image = row // batch.questions_per_image
+        length = int((batch.targets[row] != IGNORE).sum())
+        embeds = torch.cat(
+            [
+                language_model.embed_tokens(batch.prefix_ids[image, :image_start]),
+                ideal[image, keep[image]],
+                language_model.embed_tokens(batch.inputs[row, :length]),
+            ]
+        )[None]
+        positions = torch.cat(
+            [torch.arange(image_start), image_start + keep[image], full_len + torch.arange(length)]
+        )[None]
+        with torch.no_grad():
+            out = model.lm_head(
+                language_model(inputs_embeds=embeds, position_ids=positions).last_hidden_state
+            )
+        torch.testing.assert_close(logits[row, :length], out[0, -length:], rtol=1e-4, atol=1e-4)
+
+
+def test_ideal_tokens_and_named_targets(processor) -> None:
+    codes = attribute_codes(16)
+    assert all(torch.equal(a, b) for a, b in zip(codes, attribute_codes(16)))
+    scene = make_scene(0, 7)
+    labels = patch_labels(scene)
+    ideal = patch_codes(labels, codes)
+    for patch in (0, 100, scene.tile.patches()[0], scene.shapes[0].patches()[-1]):
+        row, col = divmod(patch, 24)
+        expected = codes[-2][row] + codes[-1][col] + sum(codes[i][labels[patch, i]] for i in range(4))
+        torch.testing.assert_close(ideal[patch], expected)
+    batch = build_batch(processor, 0, [7], "llava_hf")
+    targets = named_targets(
+        batch.grounding, batch.patch_labels.repeat_interleave(batch.questions_per_image, 0)
+    )
+    words = [processor.tokenizer.convert_ids_to_tokens(r) for r in batch.inputs.tolist()]
+    checked = 0
+    for r, row_words in enumerate(words):
+        for t, word in enumerate(row_words):
+            if not batch.object_words[r, t]:  # the answer word and the other question words name nothing
+                continue
+            items = [it for it in scene.shapes if word in (it.colour, it.shape, PLURALS[it.shape])]
+            if word in ("white", "tile", "letter"):
+                items = [scene.tile]
+            if not items:
+                assert not targets[r, t].any() and not batch.grounding[r, t].any()
+                continue
+            vec = targets[r, t]
+            colours = {
+                COLOUR_CLASSES - 1 if it.is_tile else list(COLOURS).index(it.colour) + 1 for it in items
+            }
+            assert set(vec[:COLOUR_CLASSES].nonzero().flatten().tolist()) == colours
+            shapes = {SHAPE_CLASSES - 1 if it.is_tile else SHAPES.index(it.shape) + 1 for it in items}
+            assert (
+                set(vec[COLOUR_CLASSES : COLOUR_CLASSES + SHAPE_CLASSES].nonzero().flatten().tolist())
+                == shapes
+            )
+            sides = vec[COLOUR_CLASSES + SHAPE_CLASSES + LETTER_CLASSES : -9].tolist()
+            assert sides[0] == float(all(it.col + it.size <= 12 for it in items))
+            assert sides[3] == float(all(it.row >= 12 for it in items))
+            assert int(vec[-9:].argmax()) == len(items) and vec[-9:].sum() == 1
+            checked += 1
+    assert checked > 5

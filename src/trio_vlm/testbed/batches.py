@@ -18,20 +18,23 @@ from trio_vlm.loading import prompt_for
 from trio_vlm.testbed.generator import make_scene, questions_for
 from trio_vlm.testbed.questions import KINDS, PLURALS
 from trio_vlm.testbed.render import render
-from trio_vlm.testbed.scene import GRID, Scene
+from trio_vlm.testbed.scene import COLOURS, GRID, SHAPES, Scene
 from trio_vlm.testbed.targets import patch_labels, scene_summary
 from trio_vlm.testbed.vocab import IMAGE_TOKEN_ID
 
 IGNORE = -100
 CONV_MODES = ("vicuna_v1", "llava_hf")
+# Question words that name something one can look for in the image (present or not).
+OBJECT_WORDS = frozenset({*COLOURS, *SHAPES, *PLURALS.values(), "white", "tile", "letter"})
 
 
 @dataclass
 class Batch:
     """``pixel_values`` (B,3,H,W); ``prefix_ids`` (B,P); per question (B·Q rows, image-major): ``inputs``
     (B·Q,T), next-token ``targets`` (IGNORE on padding) and ``is_answer`` (answer and ``</s>`` targets);
-    ``patch_labels`` (B,576,6), ``summary`` (B,SUMMARY_SIZE) and per question the ``evidence`` patches
-    (B·Q,576) bool, for the auxiliary losses."""
+    ``patch_labels`` (B,576,6), ``summary`` (B,SUMMARY_SIZE), the ``grounding`` patches of each question
+    word (B·Q,T,576) and which question tokens name an object (``object_words``, B·Q,T), for the auxiliary
+    losses."""
 
     pixel_values: torch.Tensor
     prefix_ids: torch.Tensor
@@ -41,8 +44,8 @@ class Batch:
     patch_labels: torch.Tensor
     summary: torch.Tensor
     questions_per_image: int
-    evidence: torch.Tensor | None = None
     grounding: torch.Tensor | None = None
+    object_words: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         """The batch with every tensor on ``device``."""
@@ -74,7 +77,7 @@ def build_batch(
     tokenizer = processor.tokenizer
     scenes = [make_scene(seed, i, max_shapes) for i in indices]
     pixels = processor.image_processor([render(s) for s in scenes], return_tensors="pt")["pixel_values"]
-    prefixes, rows, evidence, grounding = [], [], [], []
+    prefixes, rows, grounding = [], [], []
     for scene, index in zip(scenes, indices):
         for question in questions_for(scene, seed, index, kinds * rounds):
             prefix, suffix = split_prompt(tokenizer, question.text, conv_mode)
@@ -82,9 +85,6 @@ def build_batch(
             if len(answer) != 1 or answer[0] == tokenizer.unk_token_id:
                 raise ValueError(f"answer {question.answer!r} is not a single vocabulary word")
             rows.append((suffix, answer[0]))
-            mask = torch.zeros(GRID * GRID, dtype=torch.bool)
-            mask[list(question.evidence)] = True
-            evidence.append(mask)
             grounding.append(_grounding(scene, tokenizer.convert_ids_to_tokens(suffix)))
         prefixes.append(prefix)
     if len({len(p) for p in prefixes}) != 1:
@@ -107,8 +107,14 @@ def build_batch(
         patch_labels=torch.stack([patch_labels(s) for s in scenes]),
         summary=torch.stack([scene_summary(s) for s in scenes]),
         questions_per_image=len(rows) // len(scenes),
-        evidence=torch.stack(evidence),
         grounding=torch.stack([F.pad(g, (0, 0, 0, width - g.shape[0])) for g in grounding]),
+        object_words=torch.tensor(
+            [
+                [w in OBJECT_WORDS for w in tokenizer.convert_ids_to_tokens(suffix)]
+                + [False] * (width - len(suffix))
+                for suffix, _ in rows
+            ]
+        ),
     )
 
 

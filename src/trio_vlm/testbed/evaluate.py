@@ -20,7 +20,9 @@ DEFAULT_CONV_MODE = "vicuna_v1"
 @dataclass
 class Prediction:
     """The model's answer to one example, the visual tokens that reached the last layer (``None``: all),
-    the ``(stage, tokens before, tokens after)`` of every drop, and the prefill time."""
+    the ``(stage, tokens before, tokens after)`` of every drop, the prefill time, and the percentage of the
+    question's evidence patches (the asked objects) among the tokens that reached the last layer (``None``
+    when the question has no evidence, e.g. counting a shape that is absent)."""
 
     index: int
     kind: str
@@ -29,6 +31,7 @@ class Prediction:
     kept: list[int] | None
     prefill_seconds: float
     stages: list[tuple[str | int, int, int]] = field(default_factory=list)
+    evidence_kept: float | None = None
 
     @property
     def correct(self) -> bool:
@@ -78,7 +81,14 @@ def predict(
     token = int(logits[0, -1].argmax())
     word = processor.tokenizer.convert_ids_to_tokens(token) or ""  # ids past the vocabulary decode to ""
     question = example.question
-    return Prediction(example.index, question.kind, question.answer, word, kept, seconds, stages)
+    evidence = set(question.evidence)
+    kept_evidence = None
+    if evidence:
+        found = len(evidence) if kept is None else len(evidence & set(kept))
+        kept_evidence = 100.0 * found / len(evidence)
+    return Prediction(
+        example.index, question.kind, question.answer, word, kept, seconds, stages, kept_evidence
+    )
 
 
 def evaluate(
@@ -107,6 +117,12 @@ def accuracy(predictions: list[Prediction]) -> float:
     if not predictions:
         raise ValueError("no predictions to score")
     return 100.0 * sum(p.correct for p in predictions) / len(predictions)
+
+
+def evidence_kept(predictions: list[Prediction]) -> float:
+    """Mean percentage of evidence patches that reached the last layer (questions with evidence only)."""
+    values = [p.evidence_kept for p in predictions if p.evidence_kept is not None]
+    return sum(values) / len(values) if values else float("nan")
 
 
 def accuracy_by_kind(predictions: list[Prediction]) -> dict[str, float]:

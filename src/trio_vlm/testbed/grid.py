@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 
 from transformers import LlavaForConditionalGeneration, ProcessorMixin
 
-from trio_vlm.testbed.evaluate import Prediction, accuracy, accuracy_by_kind, evaluate, prepare
+from trio_vlm.testbed.evaluate import (
+    Prediction,
+    accuracy,
+    accuracy_by_kind,
+    evaluate,
+    evidence_kept,
+    prepare,
+)
 from trio_vlm.testbed.generator import Example
 from trio_vlm.testbed.schedules import scaled_method, variant_label
 
@@ -24,6 +31,7 @@ class Row:
     by_kind: dict[str, float]
     schedule: dict[str, object] = field(default_factory=dict)
     error: str | None = None
+    evidence: float = float("nan")  # mean % of the asked objects' patches that reached the last layer
 
     def relative(self, vanilla: Row) -> float:
         """The paper's Average: mean over question kinds of (accuracy / vanilla accuracy) in % (kinds where
@@ -33,7 +41,14 @@ class Row:
 
 
 def _row(label: str, budget: int | None, predictions: list[Prediction], schedule: dict) -> Row:
-    return Row(label, budget, accuracy(predictions), accuracy_by_kind(predictions), schedule)
+    return Row(
+        label,
+        budget,
+        accuracy(predictions),
+        accuracy_by_kind(predictions),
+        schedule,
+        evidence=evidence_kept(predictions),
+    )
 
 
 def run_grid(

@@ -46,3 +46,26 @@ def scene_summary(scene: Scene) -> torch.Tensor:
         out[c] = out[n_c + s] = out[n_c + n_s + c * n_s + s] = 1.0
     out[n_c + n_s + n_c * n_s + LETTERS.index(scene.tile.letter)] = 1.0
     return out
+
+
+# What a question word naming something knows after reading the image: colours, shapes and letters of the
+# items it names (multi-hot), which sides they lie on (left, right, top, bottom; all of them must), their count.
+NAMED_SIZE = COLOUR_CLASSES + SHAPE_CLASSES + LETTER_CLASSES + 4 + 9
+
+
+def named_targets(grounding: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(R, T, NAMED_SIZE) float targets for question words from their ``grounding`` (R, T, GRID·GRID) bool
+    (the patches each word names) and the per-patch ``labels`` (R, GRID·GRID, 6) of the row's image."""
+    named = grounding.float()
+    parts = []
+    for i, classes in enumerate(PATCH_CLASSES[:3]):
+        onehot = torch.nn.functional.one_hot(labels[..., i], classes).float()
+        parts.append((torch.einsum("rtp,rpc->rtc", named, onehot) > 0).float())
+    position = torch.arange(GRID * GRID, device=grounding.device)
+    row, col = position // GRID, position % GRID
+    some = grounding.any(-1)
+    for inside in (col < GRID // 2, col >= GRID // 2, row < GRID // 2, row >= GRID // 2):
+        parts.append((some & ~(grounding & ~inside).any(-1)).float()[..., None])
+    count = torch.einsum("rtp,rp->rt", named, labels[..., 3].float()).round().long().clamp(max=8)
+    parts.append(torch.nn.functional.one_hot(count, 9).float())
+    return torch.cat(parts, -1)

@@ -1,6 +1,9 @@
 """Train the testbed model on CPU: ``python -m trio_vlm.testbed.train --out DIR`` (deterministic, seeded).
 
-Writes a stock ``LlavaForConditionalGeneration`` (safetensors), its processor and ``training_log.json``.
+Three phases (``codes.py`` explains the split): the language model learns the questions from ideal image
+tokens while, in a second process, the vision tower and projector learn to produce those tokens from pixels;
+then the joined model is fine-tuned end to end on full 576-token prompts. Writes a stock
+``LlavaForConditionalGeneration`` (safetensors), its processor and ``training_log.json``.
 """
 
 from __future__ import annotations
@@ -10,21 +13,33 @@ import dataclasses
 import json
 import logging
 import math
+import multiprocessing
 import platform
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import transformers
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 from transformers import GenerationConfig, LlavaForConditionalGeneration
 
-from trio_vlm.testbed.batches import Batch, build_batch, conv_mode_for_step
+from trio_vlm.testbed.batches import build_batch, conv_mode_for_step
+from trio_vlm.testbed.codes import attribute_codes
 from trio_vlm.testbed.config import model_config
 from trio_vlm.testbed.evaluate import accuracy, accuracy_by_kind, evaluate
 from trio_vlm.testbed.generator import EVAL_SEED, TRAIN_SEED, benchmark
-from trio_vlm.testbed.objective import AuxHeads, compute_losses
+from trio_vlm.testbed.objective import (
+    AuxHeads,
+    LossLayers,
+    joint_losses,
+    keep_for_language_phase,
+    language_losses,
+    vision_losses,
+)
 from trio_vlm.testbed.vocab import build_processor
 
 logger = logging.getLogger(__name__)
@@ -32,45 +47,50 @@ logger = logging.getLogger(__name__)
 VALIDATION_SEED = 2
 CHECK_QUESTIONS = 120  # the first held-out questions, re-scored by the test-suite against this log
 LOG_NAME = "training_log.json"
+VISION_INDEX_OFFSET = 10_000_000  # the vision phase draws its scenes from a separate part of the stream
 
 
 @dataclass
 class TrainSettings:
     """Everything that determines the trained weights (besides the code and the torch build)."""
 
-    steps: int = 1200
-    images_per_step: int = 2
-    rounds: int = 3
-    lr: float = 1e-3
+    language_steps: int = 2400
+    language_images: int = 4
+    language_background: int = 48  # random background patches kept beside every object patch
+    language_lr: float = 2e-3
+    vision_steps: int = 3000
+    vision_images: int = 4
+    vision_lr: float = 2e-3
+    joint_steps: int = 300
+    joint_images: int = 2
+    joint_lr: float = 5e-4
+    rounds: int = 3  # questions of every kind per image and step
     warmup: int = 100
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     prompt_weight: float = 0.2
-    aux_weight: float = 1.0
-    # Auxiliary attention losses: the answer position's attention in these decoder layers is pointed at the
-    # asked object's patches, and [CLS]'s attention in these vision layers at all objects (CLIP-like).
-    evidence_weight: float = 0.5
-    evidence_layers: str = "2,3,4,5"
-    cls_weight: float = 0.5
-    cls_layers: str = "5,6"
     grounding_weight: float = 0.5
+    readout_weight: float = 0.5
+    named_weight: float = 1.0
+    patch_weight: float = 1.0
+    summary_weight: float = 1.0
+    cls_weight: float = 0.5
     grounding_layers: str = "0,1"
-    # Curriculum: up to this fraction of the steps, scenes hold at most this many shapes (then 5-8). Without
-    # it the model has to find the asked object among 576 tokens before any answer is right, and stalls at
-    # the answer prior for hundreds of steps.
-    curriculum: str = "0.2:1,0.35:2,0.5:4"
+    readout_layers: str = "2,3"
+    probe_layer: int = 2
+    cls_layers: str = "5,6"
     embed_std: float = 1.0
     init_std: float = 0.02
     seed: int = 0
-    threads: int = 1  # 2 threads thrash on shared cores (10x slower measured); 1 is also what the log records
+    parallel: bool = True  # vision phase in a second process, beside the language phase
+    threads: int = 1  # per phase process; bitwise equality is promised for the same threads and torch build
+    joint_threads: int = 2
     log_every: int = 50
-    eval_every: int = 500
+    eval_every: int = 100  # joint-phase validation
     validation_questions: int = 60
     heldout_questions: int = 120
     device: str = "cpu"
-    workers: int = 0
-    max_seconds: float = 0.0  # stop early after this much training time (0: never); the log says so
 
 
 def _layers(text: str) -> tuple[int, ...]:
@@ -81,74 +101,186 @@ def _layers(text: str) -> tuple[int, ...]:
         raise ValueError(f"layer lists must be comma-separated integers, got {text!r}") from None
 
 
-def _scale_init(model: LlavaForConditionalGeneration, settings: TrainSettings) -> None:
-    """Deep-transformer initialisation (GPT-2 style): unit-variance token embeddings and residual-writing
-    projections shrunk by √(2·layers), so the randomly initialised 16-layer LM starts close to the identity
-    and the image evidence is not drowned by random layer outputs (with the stock init training stalls at the
-    answer prior)."""
+def loss_layers(settings: TrainSettings) -> LossLayers:
+    """The auxiliary losses' layers; a loss with weight 0 is switched off."""
+    return LossLayers(
+        grounding=_layers(settings.grounding_layers) if settings.grounding_weight else (),
+        readout=_layers(settings.readout_layers) if settings.readout_weight else (),
+        probe=settings.probe_layer if settings.named_weight else None,
+        cls=_layers(settings.cls_layers) if settings.cls_weight else (),
+    )
+
+
+def _total(losses: dict[str, torch.Tensor], settings: TrainSettings) -> torch.Tensor:
+    weights = {
+        "answer": 1.0,
+        "prompt": settings.prompt_weight,
+        "grounding": settings.grounding_weight,
+        "readout": settings.readout_weight,
+        "named": settings.named_weight,
+        "patch": settings.patch_weight,
+        "summary": settings.summary_weight,
+        "cls_attention": settings.cls_weight,
+    }
+    return sum(weights[k] * v for k, v in losses.items() if k in weights)
+
+
+def _init_model(settings: TrainSettings) -> tuple[LlavaForConditionalGeneration, AuxHeads]:
+    """The seeded initial model (same weights in every process) with a deep-transformer LM init."""
+    torch.manual_seed(settings.seed)
+    model = LlavaForConditionalGeneration(model_config())
     text = model.model.language_model
     std = settings.init_std / math.sqrt(2 * len(text.layers))
-    with torch.no_grad():
+    with torch.no_grad():  # GPT-2 style: unit-variance embeddings, residual writes shrunk by √(2·layers)
         text.embed_tokens.weight.normal_(0.0, settings.embed_std)
         for layer in text.layers:
             layer.self_attn.o_proj.weight.normal_(0.0, std)
             layer.mlp.down_proj.weight.normal_(0.0, std)
+    heads = AuxHeads(model.config.text_config.hidden_size, model.config.vision_config.hidden_size)
+    return model, heads
 
 
-def _lr_factor(step: int, settings: TrainSettings) -> float:
+def _lr_factor(step: int, steps: int, settings: TrainSettings) -> float:
     """Linear warm-up, then cosine decay to ``min_lr_ratio``."""
     if step < settings.warmup:
         return (step + 1) / settings.warmup
-    progress = (step - settings.warmup) / max(1, settings.steps - settings.warmup)
+    progress = (step - settings.warmup) / max(1, steps - settings.warmup)
     return settings.min_lr_ratio + (1 - settings.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _optimizer(params: list[torch.nn.Parameter], settings: TrainSettings) -> torch.optim.Optimizer:
+def _run_phase(
+    name: str,
+    params: list[torch.nn.Parameter],
+    steps: int,
+    lr: float,
+    settings: TrainSettings,
+    step_losses: Callable[[int], dict[str, torch.Tensor]],
+    on_log: Callable[[int, dict], None] | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """AdamW over ``params`` for ``steps`` steps of ``step_losses(step)``; returns the logged history."""
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": settings.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.98))
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": settings.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=lr,
+        betas=(0.9, 0.98),
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, steps, settings))
+    history: list[dict] = []
+    running: dict[str, float] = {}
+    start = time.perf_counter()
+    bar = tqdm(range(steps), desc=name, disable=not progress)
+    for step in bar:
+        losses = step_losses(step)
+        _total(losses, settings).backward()
+        torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        for key, value in losses.items():
+            running[key] = running.get(key, 0.0) + float(value.detach())
+        done = step + 1
+        if done % settings.log_every == 0 or done == steps:
+            count = settings.log_every if done % settings.log_every == 0 else done % settings.log_every
+            entry = {"phase": name, "step": done, "seconds": round(time.perf_counter() - start, 1)}
+            entry.update({k: round(v / count, 4) for k, v in running.items()})
+            if on_log is not None:
+                on_log(done, entry)
+            history.append(entry)
+            running = {}
+            bar.set_postfix({k: entry[k] for k in ("answer", "accuracy", "patch") if k in entry})
+            logger.info("%s", entry)
+    return history
 
 
-class _Steps(torch.utils.data.Dataset):
-    """Training batch ``step`` (a pure function of the step, so worker processes change nothing)."""
+def _language_phase(model, heads, settings: TrainSettings, processor) -> list[dict]:
+    """The LM, its embeddings, LM head and the ``named`` probe on ideal image tokens."""
+    codes = attribute_codes(model.config.text_config.hidden_size)
+    layers = dataclasses.replace(loss_layers(settings), cls=())
+    generator = torch.Generator().manual_seed(settings.seed + 1)
+    n = settings.language_images
 
-    def __init__(self, settings: TrainSettings) -> None:
-        self.settings = settings
-        self.processor = build_processor()
-
-    def __len__(self) -> int:
-        return self.settings.steps
-
-    def __getitem__(self, step: int) -> Batch:
-        s = self.settings
-        indices = list(range(step * s.images_per_step, (step + 1) * s.images_per_step))
-        return build_batch(
-            self.processor,
+    def step_losses(step: int) -> dict[str, torch.Tensor]:
+        batch = build_batch(
+            processor,
             TRAIN_SEED,
-            indices,
-            conv_mode_for_step(s.seed, step),
-            s.rounds,
-            max_shapes=curriculum_shapes(s.curriculum, step / s.steps),
+            list(range(step * n, (step + 1) * n)),
+            conv_mode_for_step(settings.seed, step),
+            settings.rounds,
+        ).to(settings.device)
+        keep = keep_for_language_phase(batch, settings.language_background, generator).to(settings.device)
+        return language_losses(model, heads, batch, codes, keep, layers)
+
+    params = [
+        *model.model.language_model.parameters(),
+        *model.lm_head.parameters(),
+        *heads.named.parameters(),
+    ]
+    return _run_phase(
+        "language", params, settings.language_steps, settings.language_lr, settings, step_losses
+    )
+
+
+def _vision_phase(model, heads, settings: TrainSettings, processor, progress: bool = True) -> list[dict]:
+    """The vision tower, projector and the [CLS] ``summary`` head regress the ideal image tokens."""
+    codes = attribute_codes(model.config.text_config.hidden_size)
+    layers = loss_layers(settings)
+    n = settings.vision_images
+
+    def step_losses(step: int) -> dict[str, torch.Tensor]:
+        first = VISION_INDEX_OFFSET + step * n
+        batch = build_batch(processor, TRAIN_SEED, list(range(first, first + n)), "llava_hf", rounds=1).to(
+            settings.device
         )
+        return vision_losses(model, heads, batch, codes, layers)
+
+    inner = model.model
+    params = [
+        *inner.vision_tower.parameters(),
+        *inner.multi_modal_projector.parameters(),
+        *heads.summary.parameters(),
+    ]
+    return _run_phase(
+        "vision", params, settings.vision_steps, settings.vision_lr, settings, step_losses, None, progress
+    )
 
 
-def curriculum_shapes(spec: str, progress: float) -> int | None:
-    """Most shapes per scene at ``progress`` (fraction of training done) under ``"frac:shapes,..."``;
-    ``None`` (the full 5-8) after the last stage."""
-    for part in spec.split(","):
-        if not part.strip():
-            continue
-        try:
-            until, shapes = part.split(":")
-            if progress < float(until):
-                return int(shapes)
-        except ValueError:
-            raise ValueError(f"curriculum must look like '0.2:1,0.35:2', got {spec!r}") from None
-    return None
+def _vision_worker(settings: TrainSettings, out_file: str) -> list[dict]:
+    """The vision phase in its own process: same seeded init, trained weights written to ``out_file``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(settings.threads)
+    torch.use_deterministic_algorithms(True, warn_only=settings.device != "cpu")
+    model, heads = _init_model(settings)
+    model, heads = model.to(settings.device).train(), heads.to(settings.device)
+    history = _vision_phase(model, heads, settings, build_processor(), progress=False)
+    save_file({k: v.detach().cpu().contiguous() for k, v in _vision_state(model, heads).items()}, out_file)
+    return history
+
+
+def _vision_state(model, heads) -> dict[str, torch.Tensor]:
+    """The weights the vision phase trains, by name."""
+    inner = model.model
+    state = {f"vision_tower.{k}": v for k, v in inner.vision_tower.state_dict().items()}
+    state.update(
+        {f"multi_modal_projector.{k}": v for k, v in inner.multi_modal_projector.state_dict().items()}
+    )
+    state.update({f"summary.{k}": v for k, v in heads.summary.state_dict().items()})
+    return state
+
+
+def _load_vision_state(model, heads, state: dict[str, torch.Tensor]) -> None:
+    inner = model.model
+    for prefix, module in (
+        ("vision_tower.", inner.vision_tower),
+        ("multi_modal_projector.", inner.multi_modal_projector),
+        ("summary.", heads.summary),
+    ):
+        part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        module.load_state_dict(part)
 
 
 def _validate(model: LlavaForConditionalGeneration, processor, examples: list) -> float:
@@ -163,61 +295,25 @@ def train(settings: TrainSettings, out_dir: Path) -> dict:
     torch.set_num_threads(settings.threads)
     # CUDA lacks deterministic kernels for a few backward ops: warn there instead of failing.
     torch.use_deterministic_algorithms(True, warn_only=settings.device != "cpu")
-    torch.manual_seed(settings.seed)
     processor = build_processor()
-    model = LlavaForConditionalGeneration(model_config())
-    _scale_init(model, settings)
-    model = model.to(settings.device).train()
-    heads = AuxHeads(model.config.text_config.hidden_size, model.config.vision_config.hidden_size)
-    heads = heads.to(settings.device)
-    params = [*model.parameters(), *heads.parameters()]
-    optimizer = _optimizer(params, settings)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, settings))
-    validation = benchmark(settings.validation_questions, seed=VALIDATION_SEED)
-    layers = _layers(settings.evidence_layers) if settings.evidence_weight else ()
-    cls_layers = _layers(settings.cls_layers) if settings.cls_weight else ()
-    grounding_layers = _layers(settings.grounding_layers) if settings.grounding_weight else ()
-    history: list[dict] = []
-    running: dict[str, float] = {}
-    done, questions_per_image = 0, 0
+    model, heads = _init_model(settings)
+    model, heads = model.to(settings.device).train(), heads.to(settings.device)
     start = time.perf_counter()
-    loader = torch.utils.data.DataLoader(
-        _Steps(settings), batch_size=None, shuffle=False, num_workers=settings.workers
-    )
-    bar = tqdm(loader, desc="train", total=settings.steps)
-    for step, cpu_batch in enumerate(bar):
-        if settings.max_seconds and time.perf_counter() - start > settings.max_seconds:
-            logger.warning("stopping at step %d: max_seconds=%s reached", step, settings.max_seconds)
-            break
-        batch = cpu_batch.to(settings.device)
-        questions_per_image = batch.questions_per_image
-        losses = compute_losses(model, heads, batch, layers, cls_layers, grounding_layers)
-        total = (
-            losses["answer"]
-            + settings.prompt_weight * losses["prompt"]
-            + settings.aux_weight * (losses["patch"] + losses["summary"])
-            + settings.evidence_weight * losses.get("evidence", torch.zeros(()))
-            + settings.cls_weight * losses.get("cls_attention", torch.zeros(()))
-            + settings.grounding_weight * losses.get("grounding", torch.zeros(()))
-        )
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        for key, value in losses.items():
-            running[key] = running.get(key, 0.0) + float(value.detach())
-        done = step + 1
-        if done % settings.log_every == 0 or done == settings.steps:
-            entry = {"step": done, "seconds": round(time.perf_counter() - start, 1)}
-            entry.update({k: round(v / settings.log_every, 4) for k, v in running.items()})
-            entry["lr"] = scheduler.get_last_lr()[0]
-            if done % settings.eval_every == 0 or done == settings.steps:
-                entry["validation_accuracy"] = _validate(model, processor, validation)
-            history.append(entry)
-            running = {}
-            bar.set_postfix(answer=entry["answer"], acc=entry["accuracy"])
-            logger.info("%s", entry)
+    with tempfile.TemporaryDirectory() as tmp:
+        vision_file = str(Path(tmp) / "vision.safetensors")
+        if settings.parallel:
+            context = multiprocessing.get_context("spawn")
+            with context.Pool(1) as pool:
+                pending = pool.apply_async(_vision_worker, (settings, vision_file))
+                history = _language_phase(model, heads, settings, processor)
+                history += pending.get()
+            _load_vision_state(model, heads, load_file(vision_file, device=str(settings.device)))
+        else:
+            history = _language_phase(model, heads, settings, processor)
+            history += _vision_phase(model, heads, settings, processor)
+    split_seconds = time.perf_counter() - start
+    torch.set_num_threads(settings.joint_threads)
+    history += _joint_phase(model, heads, settings, processor)
     train_seconds = time.perf_counter() - start
     model = model.to("cpu").eval()
     heldout = evaluate(
@@ -226,8 +322,7 @@ def train(settings: TrainSettings, out_dir: Path) -> dict:
     log = {
         "settings": dataclasses.asdict(settings),
         "train_seconds": round(train_seconds, 1),
-        "steps_run": done,
-        "questions_seen": done * settings.images_per_step * questions_per_image,
+        "split_phase_seconds": round(split_seconds, 1),
         "heldout": {
             "seed": EVAL_SEED,
             "questions": settings.heldout_questions,
@@ -242,10 +337,36 @@ def train(settings: TrainSettings, out_dir: Path) -> dict:
             "transformers": transformers.__version__,
             "python": platform.python_version(),
             "machine": platform.machine(),
+            "cpu_threads": [settings.threads, settings.joint_threads],
         },
     }
     save(model, processor, log, out_dir)
     return log
+
+
+def _joint_phase(model, heads, settings: TrainSettings, processor) -> list[dict]:
+    """Every weight on full 576-token prompts, validated every ``eval_every`` steps."""
+    codes = attribute_codes(model.config.text_config.hidden_size)
+    layers = loss_layers(settings)
+    validation = benchmark(settings.validation_questions, seed=VALIDATION_SEED)
+    n = settings.joint_images
+    first = 2 * VISION_INDEX_OFFSET
+
+    def step_losses(step: int) -> dict[str, torch.Tensor]:
+        indices = list(range(first + step * n, first + (step + 1) * n))
+        batch = build_batch(
+            processor, TRAIN_SEED, indices, conv_mode_for_step(settings.seed, step), settings.rounds
+        ).to(settings.device)
+        return joint_losses(model, heads, batch, codes, layers)
+
+    def on_log(done: int, entry: dict) -> None:
+        if done % settings.eval_every == 0 or done == settings.joint_steps:
+            entry["validation_accuracy"] = _validate(model, processor, validation)
+
+    if settings.joint_steps == 0:
+        return [{"phase": "joint", "step": 0, "validation_accuracy": _validate(model, processor, validation)}]
+    params = [*model.parameters(), *heads.parameters()]
+    return _run_phase("joint", params, settings.joint_steps, settings.joint_lr, settings, step_losses, on_log)
 
 
 def save(model: LlavaForConditionalGeneration, processor, log: dict, out_dir: Path) -> None:
@@ -258,12 +379,21 @@ def save(model: LlavaForConditionalGeneration, processor, log: dict, out_dir: Pa
     logger.info("saved the testbed model to %s", out_dir)
 
 
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; every :class:`TrainSettings` field is an option."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     for f in dataclasses.fields(TrainSettings):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+        kind = _flag if isinstance(f.default, bool) else type(f.default)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = TrainSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainSettings)})
