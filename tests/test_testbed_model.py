@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -17,21 +18,8 @@ from trio_vlm.testbed.evaluate import accuracy, evaluate
 from trio_vlm.testbed.generator import benchmark
 from trio_vlm.testbed.grid import run_grid
 from trio_vlm.testbed.schedules import scaled_method
-from trio_vlm.testbed.train import save
+from trio_vlm.testbed.train import TrainSettings, save
 from trio_vlm.testbed.vocab import build_processor
-
-
-def _shipped() -> bool:
-    try:
-        bundled_model_dir()
-    except FileNotFoundError:
-        return False
-    return True
-
-
-needs_checkpoint = pytest.mark.skipif(
-    not _shipped(), reason="the trained testbed checkpoint is not shipped yet"
-)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +38,7 @@ def random_testbed(tmp_path_factory: pytest.TempPathFactory):
 
 def _direct_words(model, processor, examples, method) -> tuple[list[str], list[float]]:
     """Plain loop: prompt, processor, one greedy token from ``generate`` inside ``trio_vlm.apply``; and the
-    % of each question's evidence patches among the tokens kept by the last drop."""
+    % of each question's evidence patches among the tokens kept by the first and by the last drop."""
     words, evidence = [], []
     for ex in examples:
         inputs = processor(
@@ -60,8 +48,11 @@ def _direct_words(model, processor, examples, method) -> tuple[list[str], list[f
             out = model.generate(**inputs, max_new_tokens=1, do_sample=False)
         words.append(processor.tokenizer.convert_ids_to_tokens(int(out[0, -1])) or "")
         if ex.question.evidence:
-            kept = set(run.events[-1].kept[0].tolist())
-            evidence.append(100 * sum(p in kept for p in ex.question.evidence) / len(ex.question.evidence))
+            shares = []
+            for event in (run.events[0], run.events[-1]):
+                kept = set(event.kept[0].tolist())
+                shares.append(100 * sum(p in kept for p in ex.question.evidence) / len(ex.question.evidence))
+            evidence.append(shares)
     return words, evidence
 
 
@@ -75,7 +66,8 @@ def test_harness_matches_direct_loop(random_testbed) -> None:
         predicted = [p.predicted for p in evaluate(model, processor, examples, method, progress=False)]
         direct, evidence = _direct_words(model, processor, examples, scaled_method(name, 64, mode))
         assert predicted == direct, (name, mode)
-        assert row.evidence == pytest.approx(sum(evidence) / len(evidence))
+        assert row.evidence == pytest.approx(sum(e[0] for e in evidence) / len(evidence))
+        assert row.evidence_last == pytest.approx(sum(e[1] for e in evidence) / len(evidence))
         expected = 100.0 * sum(w == ex.question.answer for w, ex in zip(direct, examples)) / len(examples)
         assert row.accuracy == pytest.approx(expected)
         assert row.schedule["average"] == pytest.approx(64, abs=1)
@@ -89,7 +81,6 @@ def test_demo_runs_offline(random_testbed, tmp_path, capsys) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@needs_checkpoint
 def test_shipped_files_and_geometry() -> None:
     directory = bundled_model_dir()
     model, _ = load_model_and_processor(directory)
@@ -103,9 +94,19 @@ def test_shipped_files_and_geometry() -> None:
     )
     assert vision.num_hidden_layers >= 6 and text.num_hidden_layers >= 4
     assert log["heldout"]["vanilla_accuracy"] >= 90.0
+    assert log["train_seconds"] <= 3600  # the issue's budget: one hour on 2 CPU cores
+    assert log["settings"] == dataclasses.asdict(TrainSettings())  # the defaults reproduce the shipped model
 
 
-@needs_checkpoint
+def test_random_selection_loses_at_64_tokens() -> None:
+    """The testbed separates methods: random 64-token selection loses at least 15 points against vanilla."""
+    model, processor = load_model_and_processor(bundled_model_dir())
+    examples = benchmark(60)
+    vanilla = accuracy(evaluate(model, processor, examples, progress=False))
+    random64 = accuracy(evaluate(model, processor, examples, scaled_method("random", 64), progress=False))
+    assert vanilla - random64 >= 15.0, (vanilla, random64)
+
+
 def test_reaches_recorded_vanilla_accuracy() -> None:
     directory = bundled_model_dir()
     model, processor = load_model_and_processor(directory)

@@ -16,7 +16,7 @@ DEFAULT_BASELINES = "fastv,visionzip"
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``demo`` command."""
     parser = subparsers.add_parser(
-        "demo", help="vanilla vs. TRIO on a trained testbed checkpoint (--model; none is bundled yet)"
+        "demo", help="vanilla vs. TRIO on the bundled trained testbed model (or --model DIR)"
     )
     parser.add_argument("--model", help="testbed checkpoint directory (default: the bundled one)")
     parser.add_argument("--questions", type=int, default=6, help="how many questions (one per kind first)")

@@ -11,7 +11,7 @@ def bundled_model_dir() -> Path:
     path = Path(str(resources.files("trio_vlm") / "assets" / "testbed"))
     if not (path / "model.safetensors").is_file():
         raise FileNotFoundError(
-            f"testbed checkpoint missing: {path / 'model.safetensors'} (not shipped yet); train one with "
+            f"testbed checkpoint missing: {path / 'model.safetensors'} (an incomplete install?); train one with "
             "'python -m trio_vlm.testbed.train --out DIR' and pass --model DIR"
         )
     return path

@@ -21,8 +21,8 @@ DEFAULT_CONV_MODE = "vicuna_v1"
 class Prediction:
     """The model's answer to one example, the visual tokens that reached the last layer (``None``: all),
     the ``(stage, tokens before, tokens after)`` of every drop, the prefill time, and the percentage of the
-    question's evidence patches (the asked objects) among the tokens that reached the last layer (``None``
-    when the question has no evidence, e.g. counting a shape that is absent)."""
+    question's evidence patches (the asked objects) among the tokens kept by the first drop and among those
+    that reached the last layer (``None`` when the question has no evidence, e.g. counting an absent shape)."""
 
     index: int
     kind: str
@@ -31,7 +31,8 @@ class Prediction:
     kept: list[int] | None
     prefill_seconds: float
     stages: list[tuple[str | int, int, int]] = field(default_factory=list)
-    evidence_kept: float | None = None
+    evidence_first: float | None = None
+    evidence_last: float | None = None
 
     @property
     def correct(self) -> bool:
@@ -65,7 +66,7 @@ def predict(
     """
     if inputs is None:
         inputs = prepare(model, processor, example, conv_mode)
-    kept, stages = None, []
+    kept, first, stages = None, None, []
     with torch.no_grad():
         if method is None:
             start = time.perf_counter()
@@ -76,19 +77,19 @@ def predict(
                 logits = model(**inputs, logits_to_keep=1).logits
             seconds = run.prefill_seconds[0]
             if run.events:
-                kept = run.events[-1].kept[0].tolist()
+                first, kept = run.events[0].kept[0].tolist(), run.events[-1].kept[0].tolist()
             stages = [(e.stage, e.tokens_before[0], e.tokens_after[0]) for e in run.events]
     token = int(logits[0, -1].argmax())
     word = processor.tokenizer.convert_ids_to_tokens(token) or ""  # ids past the vocabulary decode to ""
     question = example.question
     evidence = set(question.evidence)
-    kept_evidence = None
+    shares = [None, None]
     if evidence:
-        found = len(evidence) if kept is None else len(evidence & set(kept))
-        kept_evidence = 100.0 * found / len(evidence)
-    return Prediction(
-        example.index, question.kind, question.answer, word, kept, seconds, stages, kept_evidence
-    )
+        shares = [
+            100.0 * (len(evidence) if chosen is None else len(evidence & set(chosen))) / len(evidence)
+            for chosen in (first, kept)
+        ]
+    return Prediction(example.index, question.kind, question.answer, word, kept, seconds, stages, *shares)
 
 
 def evaluate(
@@ -119,9 +120,11 @@ def accuracy(predictions: list[Prediction]) -> float:
     return 100.0 * sum(p.correct for p in predictions) / len(predictions)
 
 
-def evidence_kept(predictions: list[Prediction]) -> float:
-    """Mean percentage of evidence patches that reached the last layer (questions with evidence only)."""
-    values = [p.evidence_kept for p in predictions if p.evidence_kept is not None]
+def evidence_kept(predictions: list[Prediction], last: bool = False) -> float:
+    """Mean percentage of evidence patches kept by the first drop (``last``: that reached the last layer),
+    over the questions that have evidence."""
+    values = [p.evidence_last if last else p.evidence_first for p in predictions]
+    values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else float("nan")
 
 

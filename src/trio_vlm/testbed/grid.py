@@ -31,7 +31,8 @@ class Row:
     by_kind: dict[str, float]
     schedule: dict[str, object] = field(default_factory=dict)
     error: str | None = None
-    evidence: float = float("nan")  # mean % of the asked objects' patches that reached the last layer
+    evidence: float = float("nan")  # mean % of the asked objects' patches kept by the first drop
+    evidence_last: float = float("nan")  # ... and that reached the last layer
 
     def relative(self, vanilla: Row) -> float:
         """The paper's Average: mean over question kinds of (accuracy / vanilla accuracy) in % (kinds where
@@ -48,6 +49,7 @@ def _row(label: str, budget: int | None, predictions: list[Prediction], schedule
         accuracy_by_kind(predictions),
         schedule,
         evidence=evidence_kept(predictions),
+        evidence_last=evidence_kept(predictions, last=True),
     )
 
 

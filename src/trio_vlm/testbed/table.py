@@ -13,9 +13,9 @@ FULL_TOKENS = 576
 
 def markdown_table(vanilla: Row, rows: list[Row]) -> str:
     """Rows = method × budget; columns = question kinds, overall accuracy, Average % of vanilla and the % of
-    the asked objects' patches that reached the last layer."""
+    the asked objects' patches kept by the first drop / that reached the last layer."""
     kinds = [k for k in KINDS if k in vanilla.by_kind]
-    header = ["budget", "method", *kinds, "overall", "Average", "evidence kept"]
+    header = ["budget", "method", *kinds, "overall", "Average", "evidence kept (1st drop / last)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
     def fmt(row: Row, budget: str) -> str:
@@ -23,7 +23,11 @@ def markdown_table(vanilla: Row, rows: list[Row]) -> str:
             cells = ["n/a"] * (len(kinds) + 3)
         else:
             cells = [f"{row.by_kind.get(k, math.nan):.1f}" for k in kinds]
-            cells += [f"{row.accuracy:.1f}", f"{row.relative(vanilla):.1f}%", f"{row.evidence:.1f}%"]
+            cells += [
+                f"{row.accuracy:.1f}",
+                f"{row.relative(vanilla):.1f}%",
+                f"{row.evidence:.1f} / {row.evidence_last:.1f}",
+            ]
         return "| " + " | ".join([budget, row.label, *cells]) + " |"
 
     lines.append(fmt(vanilla, f"{FULL_TOKENS} (all)"))

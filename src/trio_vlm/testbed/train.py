@@ -54,14 +54,14 @@ VISION_INDEX_OFFSET = 10_000_000  # the vision phase draws its scenes from a sep
 class TrainSettings:
     """Everything that determines the trained weights (besides the code and the torch build)."""
 
-    language_steps: int = 2400
+    language_steps: int = 2600
     language_images: int = 4
     language_background: int = 48  # random background patches kept beside every object patch
     language_lr: float = 2e-3
     vision_steps: int = 3000
     vision_images: int = 4
     vision_lr: float = 2e-3
-    joint_steps: int = 300
+    joint_steps: int = 400
     joint_images: int = 2
     joint_lr: float = 5e-4
     rounds: int = 3  # questions of every kind per image and step
