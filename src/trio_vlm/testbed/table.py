@@ -46,11 +46,12 @@ def plot_accuracy(vanilla: Row, rows: list[Row], path: str | Path) -> Path:
         raise ValueError("plotting needs matplotlib: pip install 'trio-vlm[plot]'") from exc
     path = Path(path)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label in dict.fromkeys(r.label for r in rows):
+    for i, label in enumerate(dict.fromkeys(r.label for r in rows)):
         points = sorted((r.budget, r.accuracy) for r in rows if r.label == label and r.error is None)
         if points:
             xs, ys = zip(*points)
-            ax.plot(xs, ys, marker="o", label=label)
+            style = ("-", "o") if i < 10 else ("--", "s")  # the colour cycle repeats after ten lines
+            ax.plot(xs, ys, linestyle=style[0], marker=style[1], label=label)
     ax.axhline(vanilla.accuracy, color="black", linestyle="--", label=f"vanilla ({FULL_TOKENS})")
     ax.set_xlabel("average visual tokens per layer")
     ax.set_ylabel("accuracy (%)")
