@@ -159,8 +159,8 @@ def grounding_attention_loss(
         keys = cache.layers[index].keys
         keys = keys.repeat_interleave(q.shape[1] // keys.shape[1], dim=1)
         scores = (q @ keys.transpose(-1, -2)) * attn.scaling  # (B·Q, H, T, P + T)
-        key_pos = torch.arange(keys.shape[2])
-        query_pos = prefix_len + torch.arange(length)
+        key_pos = torch.arange(keys.shape[2], device=scores.device)
+        query_pos = prefix_len + torch.arange(length, device=scores.device)
         scores = scores.masked_fill(key_pos[None, :] > query_pos[:, None], -1e9)
         probs = scores.float().softmax(-1)[..., image_start : image_start + batch.grounding.shape[-1]]
         mass = (probs * batch.grounding[:, None]).sum(-1).mean(1)  # (B·Q, T)
@@ -185,7 +185,7 @@ def readout_attention_loss(
 
     prefix_len = batch.prefix_ids.shape[1]
     answer_row = _answer_rows(batch)
-    rows = torch.arange(batch.inputs.shape[0])
+    rows = torch.arange(batch.inputs.shape[0], device=batch.inputs.device)
     losses = []
     for index, (hidden, (cos, sin)) in seen.items():
         attn = model.model.language_model.layers[index].self_attn
@@ -274,7 +274,8 @@ def language_losses(
     text = language_model.get_input_embeddings()(batch.prefix_ids[:, :image_start])
     embeds = torch.cat([text, picked.to(text.dtype)], 1)
     n_img = keep.shape[0]
-    positions = torch.cat([torch.arange(image_start).expand(n_img, -1), image_start + keep], 1)
+    text_positions = torch.arange(image_start, device=keep.device).expand(n_img, -1)
+    positions = torch.cat([text_positions, image_start + keep], 1)
     cache = language_model(inputs_embeds=embeds, position_ids=positions, use_cache=True).past_key_values
     rows = keep.repeat_interleave(batch.questions_per_image, 0)
     view = dataclasses.replace(

@@ -211,9 +211,11 @@ def _language_phase(model, heads, settings: TrainSettings, processor) -> list[di
             list(range(step * n, (step + 1) * n)),
             conv_mode_for_step(settings.seed, step),
             settings.rounds,
-        ).to(settings.device)
-        keep = keep_for_language_phase(batch, settings.language_background, generator).to(settings.device)
-        return language_losses(model, heads, batch, codes, keep, layers)
+        )
+        keep = keep_for_language_phase(batch, settings.language_background, generator)  # on the CPU
+        return language_losses(
+            model, heads, batch.to(settings.device), codes, keep.to(settings.device), layers
+        )
 
     params = [
         *model.model.language_model.parameters(),
