@@ -8,13 +8,14 @@ import torch
 from PIL import Image
 
 from trio_vlm.cli.compare_methods import build_candidates, scale_method, selected_names
-from trio_vlm.cli.compare_plot import kept_mask, model_view
+from trio_vlm.cli.compare_plot import model_view
 from trio_vlm.cli.main import main
 from trio_vlm.methods.compose import Compose
 from trio_vlm.methods.holov import HoloV
 from trio_vlm.methods.registry import available_methods
 from trio_vlm.methods.trio import TRIO
 from trio_vlm.methods.visionzip import VisionZip
+from trio_vlm.overlay import kept_grid
 
 
 def table_rows(out: str) -> dict[str, str]:
@@ -48,7 +49,7 @@ def test_compare_all_methods_with_plot_on_the_bundled_model(tmp_path, monkeypatc
         n = len(rows)
         cols = min(5, n)
         assert image.format == "PNG"
-        assert image.size == (round(300 * cols), round(330 * math.ceil(n / cols)))
+        assert image.size == (round(320 * cols), round(370 * math.ceil(n / cols)))
 
 
 def test_compare_composes_llm_methods_after_an_encoder_method(tmp_path, monkeypatch, capsys):
@@ -94,12 +95,16 @@ def test_scale_method_and_candidates():
     assert build_candidates(["scope"], "qwen2-vl", 64)[0].skipped.startswith("no SCOPE preset")
 
 
-def test_kept_mask_and_model_view():
-    mask = kept_mask(torch.tensor([0, 5, 15]), 16)
+def test_kept_grid_and_model_view():
+    mask = kept_grid(torch.tensor([0, 5, 15]), 16)
     assert mask.shape == (4, 4) and mask.sum() == 3 and mask[0, 0] and mask[1, 1] and mask[3, 3]
-    assert kept_mask(None, 9).all()
+    assert np.array_equal(kept_grid([0, 5, 15], 16), mask)
+    assert np.array_equal(kept_grid(torch.tensor([0, 5, 15, 16, 40]), 16, ignore_beyond=True), mask)
+    with pytest.raises(ValueError, match="0..15"):
+        kept_grid([0, 16], 16)
+    assert kept_grid(None, 9).all()
     with pytest.raises(ValueError, match="square"):
-        kept_mask(None, 10)
+        kept_grid(None, 10)
     g = torch.Generator().manual_seed(0)
     image = torch.rand(3, 4, 5, generator=g)
     mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]

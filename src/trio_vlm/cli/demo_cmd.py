@@ -41,10 +41,10 @@ def run(args: argparse.Namespace) -> int:
     """Answer the demo questions with vanilla and TRIO, print them side by side and save the overlay."""
     from trio_vlm.cli.testbed_cmd import parse_methods
     from trio_vlm.loading import load_model_and_processor
+    from trio_vlm.overlay import save_overlay
     from trio_vlm.testbed import bundled_model_dir
     from trio_vlm.testbed.evaluate import predict
     from trio_vlm.testbed.generator import benchmark
-    from trio_vlm.testbed.overlay import overlay_panels
     from trio_vlm.testbed.schedules import scaled_method, variant_label
 
     if args.questions < 1:
@@ -92,6 +92,6 @@ def run(args: argparse.Namespace) -> int:
         f"\ncorrect: vanilla {score['vanilla']}/{len(examples)}, {trio_label} {score['trio']}/{len(examples)}"
     )
     if args.plot:
-        path = overlay_panels(panels, num_visual, args.plot)
+        path = save_overlay(panels, num_visual, args.plot)
         print(f"kept-token overlay: {path}")
     return 0
