@@ -137,6 +137,26 @@ def question_logits(
     return QuestionPass(model.lm_head(out.last_hidden_state), seen, probe[0] if probe else None)
 
 
+def _queries_and_keys(
+    model: LlavaForConditionalGeneration,
+    index: int,
+    inputs: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]],
+    cache: object,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Decoder layer ``index``'s rotary queries for the question rows (B·Q, H, T, d), from the (normed input,
+    (cos, sin)) its attention saw, its cached keys repeated to every query head (B·Q, H, P + T, d), and its
+    score scaling."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    hidden, (cos, sin) = inputs
+    attn = model.model.language_model.layers[index].self_attn
+    n_rows, length, _ = hidden.shape
+    q = attn.q_proj(hidden).view(n_rows, length, -1, attn.head_dim).transpose(1, 2)
+    q, _ = apply_rotary_pos_emb(q, q, cos, sin)
+    keys = cache.layers[index].keys  # rotary already applied
+    return q, keys.repeat_interleave(q.shape[1] // keys.shape[1], dim=1), attn.scaling
+
+
 def grounding_attention_loss(
     model: LlavaForConditionalGeneration,
     batch: Batch,
@@ -145,20 +165,14 @@ def grounding_attention_loss(
 ) -> torch.Tensor:
     """−log of the head-averaged attention mass each grounded question word (a colour, shape, "tile", …)
     puts on the patches of what it names, averaged over the captured layers and grounded words."""
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
     prefix_len = batch.prefix_ids.shape[1]
     image_start = int((batch.prefix_ids[0] == model.config.image_token_id).nonzero()[0])
     grounded = batch.grounding.any(-1)  # (B·Q, T)
     losses = []
-    for index, (hidden, (cos, sin)) in seen.items():
-        attn = model.model.language_model.layers[index].self_attn
-        n_rows, length, _ = hidden.shape
-        q = attn.q_proj(hidden).view(n_rows, length, -1, attn.head_dim).transpose(1, 2)
-        q, _ = apply_rotary_pos_emb(q, q, cos, sin)  # (B·Q, H, T, d)
-        keys = cache.layers[index].keys
-        keys = keys.repeat_interleave(q.shape[1] // keys.shape[1], dim=1)
-        scores = (q @ keys.transpose(-1, -2)) * attn.scaling  # (B·Q, H, T, P + T)
+    for index, inputs in seen.items():
+        q, keys, scaling = _queries_and_keys(model, index, inputs, cache)
+        length = q.shape[2]
+        scores = (q @ keys.transpose(-1, -2)) * scaling  # (B·Q, H, T, P + T)
         key_pos = torch.arange(keys.shape[2], device=scores.device)
         query_pos = prefix_len + torch.arange(length, device=scores.device)
         scores = scores.masked_fill(key_pos[None, :] > query_pos[:, None], -1e9)
@@ -181,21 +195,14 @@ def readout_attention_loss(
 ) -> torch.Tensor:
     """−log of the head-averaged attention mass the answer position puts on the question words that name
     objects (``batch.object_words``), averaged over the captured layers and question rows."""
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
     prefix_len = batch.prefix_ids.shape[1]
     answer_row = _answer_rows(batch)
     rows = torch.arange(batch.inputs.shape[0], device=batch.inputs.device)
     losses = []
-    for index, (hidden, (cos, sin)) in seen.items():
-        attn = model.model.language_model.layers[index].self_attn
-        n_rows, length, _ = hidden.shape
-        q = attn.q_proj(hidden).view(n_rows, length, -1, attn.head_dim).transpose(1, 2)
-        q, _ = apply_rotary_pos_emb(q, q, cos, sin)
+    for index, inputs in seen.items():
+        q, keys, scaling = _queries_and_keys(model, index, inputs, cache)
         q = q[rows, :, answer_row]  # (B·Q, H, d)
-        keys = cache.layers[index].keys
-        keys = keys.repeat_interleave(q.shape[1] // keys.shape[1], dim=1)
-        scores = torch.einsum("rhd,rhkd->rhk", q, keys) * attn.scaling
+        scores = torch.einsum("rhd,rhkd->rhk", q, keys) * scaling
         positions = torch.arange(keys.shape[2], device=scores.device)
         scores = scores.masked_fill(positions[None, None, :] > (prefix_len + answer_row)[:, None, None], -1e9)
         probs = scores.float().softmax(-1)[..., prefix_len:]
@@ -313,8 +320,16 @@ def _patch_error(image_tokens: torch.Tensor, labels: torch.Tensor, codes: list[t
 
 
 def _vision_terms(
-    model, heads, batch, codes, layers, image_tokens, cls, vision_states
+    model: LlavaForConditionalGeneration,
+    heads: AuxHeads,
+    batch: Batch,
+    codes: list[torch.Tensor],
+    layers: LossLayers,
+    image_tokens: torch.Tensor,
+    cls: torch.Tensor,
+    vision_states: tuple[torch.Tensor, ...],
 ) -> dict[str, torch.Tensor]:
+    """Patch regression, [CLS] summary and [CLS]-attention losses from one vision-tower pass."""
     out = {
         "patch": _patch_error(image_tokens.float(), batch.patch_labels, codes),
         "summary": F.binary_cross_entropy_with_logits(heads.summary(cls), batch.summary),
