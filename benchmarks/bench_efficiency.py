@@ -28,7 +28,7 @@ from trio_vlm.adapters import adapter_for  # noqa: E402
 from trio_vlm.methods.fixed import FixedSelection, Vanilla  # noqa: E402
 from trio_vlm.methods.nms import nms_select, nms_select_loop  # noqa: E402
 from trio_vlm.methods.probe import fast_saliency, reference_saliency  # noqa: E402
-from trio_vlm.methods.registry import METHODS, method_class  # noqa: E402
+from trio_vlm.methods.registry import available_methods, method_class  # noqa: E402
 from trio_vlm.profiling.measure import profile_generate  # noqa: E402
 
 logger = logging.getLogger("bench")
@@ -126,20 +126,18 @@ def main() -> None:
     inputs = {k: v.to(device) for k, v in bench_inputs(model).items()}
     inputs = {k: v.repeat(args.batch, *([1] * (v.dim() - 1))) for k, v in inputs.items()}
     inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
-    if args.layers != 32:
-        raise SystemExit("the presets are LLaVA-1.5's 32-layer schedules; use --layers 32")
 
     configs: dict[str, object] = {
         "vanilla": Vanilla(),
-        f"trio-{args.budget} (fast probe, device NMS)": trio_vlm.TRIO.preset("llava-1.5", args.budget),
+        f"trio-{args.budget} (fast probe, device NMS)": trio_vlm.TRIO.preset(model, args.budget),
         f"trio-{args.budget} (reference probe, loop NMS)": trio_vlm.TRIO.preset(
-            "llava-1.5", args.budget, probe="reference", nms="loop"
+            model, args.budget, probe="reference", nms="loop"
         ),
-        f"trio-{args.budget} w/ VE": trio_vlm.TRIO.preset("llava-1.5", args.budget, mode="w_ve"),
+        f"trio-{args.budget} w/ VE": trio_vlm.TRIO.preset(model, args.budget, mode="w_ve"),
     }
     for name in [b for b in args.baselines.split(",") if b]:
-        if name in METHODS:
-            configs[f"{name}-{args.budget}"] = method_class(name).preset("llava-1.5", args.budget)
+        if name in available_methods():
+            configs[f"{name}-{args.budget}"] = method_class(name).preset(model, args.budget)
         else:
             logger.info("baseline %s is not registered; skipped", name)
     trio_key = f"trio-{args.budget} (fast probe, device NMS)"

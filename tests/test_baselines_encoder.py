@@ -267,7 +267,7 @@ def test_budgets_are_exact(tiny, name, keep):
     x = tiny_inputs(tiny, batch=2, seed=26)
     run, h0 = pruned_run(tiny, x, method_class(name)(visual_token_num=keep))
     (event,) = run.events
-    assert event.stage == "encoder" and event.tokens_before == [N, N] and event.tokens_after == [keep, keep]
+    assert event.stage.is_encoder and event.tokens_before == [N, N] and event.tokens_after == [keep, keep]
     assert h0.shape[1] == x["input_ids"].shape[1] - (N - keep)
     assert all(len(set(k.tolist())) == keep for k in event.kept)
 
@@ -278,27 +278,27 @@ def test_presets(cls, budgets):
         method = cls.preset("llava-1.5", budget)
         schedule = method.schedule()
         assert schedule.visual_token_num == budget and schedule.layer_list == ()
-        assert schedule.average_tokens(32, 576) == budget
+        assert method.average_tokens(32, 576) == budget
         if budgets is not None:
             assert budget - method.contextual_count(budget) == budgets[i]
-    with pytest.raises(ValueError, match="no .* preset for family 'qwen2-vl'"):
+    with pytest.raises(ValueError, match="unknown model family 'qwen2-vl'"):
         cls.preset("qwen2-vl", 64)
-    with pytest.raises(ValueError, match="no modes"):
-        cls.preset("llava-1.5", 64, mode="w_ve")
+    with pytest.raises(ValueError, match="has no mode 'wo_ve'"):
+        cls.preset("llava-1.5", 64, mode="wo_ve")
 
 
 def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="visual_token_num must be >= 1"):
         SCOPE(visual_token_num=0)
-    with pytest.raises(ValueError, match="contextual must lie in"):
+    with pytest.raises(ValueError, match="contextual must lie in 0..10"):
         VisionZip(visual_token_num=10, contextual=11)
     with pytest.raises(ValueError, match="feature_layer -1"):
         VisionZip(feature_layer=-1)
-    with pytest.raises(ValueError, match="crops must be"):
+    with pytest.raises(ValueError, match="crops must lie in 1.."):
         HoloV(crops=0)
     with pytest.raises(ValueError, match="combine must be"):
         SCOPE(combine="max")
-    with pytest.raises(ValueError, match="holov acts at the encoder stage only"):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'layer_list'"):
         HoloV(layer_list=(2,), image_token_list=(8,))
     with pytest.raises(ValueError, match="needs visual_token_num"):
         VisionZip(visual_token_num=None)
@@ -316,7 +316,7 @@ def test_compose_visionzip_then_trio_generates_and_records_both_stages(tiny):
         ids = tiny.generate(**x, max_new_tokens=4, do_sample=False)
     assert ids.shape == (2, x["input_ids"].shape[1] + 4)
     encoder, llm = run.events
-    assert (encoder.stage, llm.stage) == ("encoder", 2)
+    assert (encoder.stage.key, llm.stage.key) == ("encoder", 2)
     assert encoder.tokens_after == [64, 64] and llm.tokens_after == [20, 20]
     solo = pruned_run(tiny, x, VisionZip(visual_token_num=64))[0].events[0]
     for b in range(2):
@@ -335,7 +335,7 @@ def test_compose_validates_the_merged_schedule():
         Compose(VisionZip(), SCOPE())
     assert (
         Compose(
-            VisionZip(), trio_vlm.TRIO(layer_list=[1], image_token_list=[8], positions="original")
-        ).position_mode
+            VisionZip(), trio_vlm.TRIO(layer_list=[1], image_token_list=[8], position_mode="original")
+        ).position_convention()
         == "original"
     )

@@ -13,7 +13,7 @@ from helpers import float_causal_mask, logits_of, prompt_embeds, run_layers
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
 import trio_vlm
-from trio_vlm.cli.schedule_args import add_schedule_arguments, build_method
+from trio_vlm.cli.options import add_method_arguments, method_request
 from trio_vlm.methods.dart import DART
 from trio_vlm.methods.fastv import FastV
 from trio_vlm.methods.pdrop import PDrop
@@ -360,7 +360,7 @@ def test_random_is_seeded_and_keeps_top_priorities(tiny):
             tiny(**x)
             tiny(**x)
         for e in run.events:
-            assert e.stage == "encoder" and e.tokens_after == [30, 30]
+            assert e.stage.is_encoder and e.tokens_after == [30, 30]
             for s in range(2):
                 assert e.kept[s].tolist() == top(e.scores[s], 30)
         return [e.kept[s].tolist() for e in run.events for s in range(2)]
@@ -425,8 +425,8 @@ def _expected_average(name: str, budget: int) -> float:
     if name == "sparsevlm":
         c = _sparsevlm_counts({192: (300, 200, 110), 128: (303, 110, 36), 64: (66, 30, 17)}[budget])
         return (3 * 576 + 4 * c[0] + 9 * c[1] + 16 * c[2]) / 32
-    if name == "dart":
-        return (2 * 576 + 30 * budget) / 32
+    if name == "dart":  # the same single drop as FastV (the budget is the average, not the kept count)
+        return _expected_average("fastv", budget)
     return float(budget)
 
 
@@ -450,14 +450,17 @@ def test_presets_give_the_documented_average(llava_shaped, name):
             per_layer.append(current)
         average = sum(per_layer) / 32
         assert average == pytest.approx(_expected_average(name, budget))
-        if name in ("fastv", "pdrop"):
-            assert abs(average - budget) < 2 and method.schedule().average_tokens(32, 576) == average
+        assert run.average_tokens() == pytest.approx(average)  # the run's own measurement
+        assert method.average_tokens(32, 576) == pytest.approx(average)  # the plan, merged clusters included
+        if name != "sparsevlm":
+            assert abs(average - budget) < 2
     assert cls.preset("llava-1.5", 64).schedule() == cls.preset("llava-1.5", 64, mode=None).schedule()
 
 
-def test_dart_preset_keeps_the_budget_exactly_and_fastv_rounds():
-    assert DART.preset("llava-1.5", 192).image_token_list == (192,)
+def test_dart_and_fastv_share_the_single_drop_preset():
     assert [FastV.preset("llava-1.5", b).image_token_list[0] for b in (192, 128, 64)] == [166, 98, 30]
+    for b in (192, 128, 64):
+        assert DART.preset("llava-1.5", b).schedule() == FastV.preset("llava-1.5", b).schedule()
     assert (
         Random.preset("llava-1.5", 128, mode="wo_ve").schedule() == FastV.preset("llava-1.5", 128).schedule()
     )
@@ -466,27 +469,37 @@ def test_dart_preset_keeps_the_budget_exactly_and_fastv_rounds():
 @pytest.mark.parametrize("name", ["fastv", "pdrop", "sparsevlm", "dart"])
 def test_preset_errors_name_the_problem(name):
     cls = method_class(name)
-    with pytest.raises(ValueError, match="mode"):
+    with pytest.raises(ValueError, match="has no mode 'w_ve'"):
         cls.preset("llava-1.5", 64, mode="w_ve")
-    with pytest.raises(ValueError, match="family"):
+    with pytest.raises(ValueError, match="unknown model family 'qwen'"):
         cls.preset("qwen", 64)
-    with pytest.raises(ValueError, match="encoder stage"):
+    with pytest.raises(TypeError, match="visual_token_num"):
         cls(visual_token_num=64)
-    with pytest.raises(ValueError, match="positions"):
-        cls(positions="shifted")
-    if name in ("pdrop", "sparsevlm"):
-        with pytest.raises(ValueError, match="budget"):
-            cls.preset("llava-1.5", 100)
+    with pytest.raises(ValueError, match="position_mode must be one of"):
+        cls(position_mode="shifted")
+    with pytest.raises(ValueError, match="budget must be a positive integer"):
+        cls.preset("llava-1.5", 0)
 
 
-def test_cli_builds_and_scales_the_baselines():
+@pytest.mark.parametrize("name", ["pdrop", "sparsevlm", "trio"])
+def test_unpublished_budgets_take_the_nearest_published_shape(name):
+    """Budget 100 of a method published at 192/128/64: the 128 schedule's layers, counts fitted to 100."""
+    cls = method_class(name)
+    near, method = cls.preset("llava-1.5", 128), cls.preset("llava-1.5", 100)
+    assert method.schedule().layer_list == near.schedule().layer_list
+    published = near.average_tokens(32, 576)
+    assert abs(method.average_tokens(32, 576) - 100) < abs(published - 128) + 1
+
+
+def test_cli_builds_and_fits_the_baselines():
     parser = argparse.ArgumentParser()
-    add_schedule_arguments(parser)
+    add_method_arguments(parser)
+    small = trio_vlm.ModelShape("llava-1.5", 6, 144, 144)
     for name in ("fastv", "pdrop", "sparsevlm", "dart", "random", "uniform"):
-        method = build_method(parser.parse_args(["--method", name, "--budget", "128"]), scale_to=(6, 144))
+        method = method_request(parser.parse_args(["--method", name, "--budget", "128"])).build(small)
         assert method.name == name
         method.schedule().validate(6)
-        explicit = build_method(
+        explicit = method_request(
             parser.parse_args(["--method", name, "--layer-list", "[2]", "--image-token-list", "[16]"])
-        )
+        ).build(small)
         assert explicit.schedule().layer_list == (2,) and explicit.schedule().image_token_list == (16,)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,17 +10,16 @@ import pytest
 from PIL import Image
 from transformers import LlamaConfig, LlamaForCausalLM, LlavaForConditionalGeneration
 
-from trio_vlm.bundled import bundled_image_path, save_tiny_checkpoint
+from trio_vlm.bundled import bundled_image_path, default_model_dir, save_tiny_checkpoint
 from trio_vlm.cli import answer_file
-from trio_vlm.cli.jsonl_io import finished_keys, read_questions
 from trio_vlm.cli.main import build_parser, main
-from trio_vlm.cli.schedule_args import build_method, parse_int_list
-from trio_vlm.loading import load_image, load_model_and_processor, prompt_for
+from trio_vlm.cli.options import method_request, parse_int_list
+from trio_vlm.llava_format import finished_keys, read_questions
+from trio_vlm.loading import load_image, load_model_and_processor
+from trio_vlm.presets import ModelShape
+from trio_vlm.prompts import prompt_for
 
-ENGINE_READY = all(importlib.util.find_spec(m) is not None for m in ("trio_vlm.api", "trio_vlm.methods.trio"))
-needs_engine = pytest.mark.skipif(
-    not ENGINE_READY, reason="the pruning engine (trio_vlm.apply) is not there yet"
-)
+TINY = ModelShape("llava-1.5", 6, 144, 144)
 
 
 @pytest.fixture(scope="module")
@@ -86,14 +84,18 @@ def test_bad_layer_list_fails_before_loading(tmp_path: Path) -> None:
 
 
 def test_vanilla_excludes_schedules() -> None:
-    assert build_method(schedule_args("--vanilla")) is None
-    with pytest.raises(ValueError, match="--vanilla cannot be combined"):
-        build_method(schedule_args("--vanilla", "--budget", "64"))
+    assert method_request(schedule_args("--method", "vanilla")).build(TINY).name == "vanilla"
+    with pytest.raises(ValueError, match="vanilla prunes nothing"):
+        method_request(schedule_args("--method", "vanilla", "--budget", "64"))
     with pytest.raises(ValueError, match="wo_ve"):
-        build_method(schedule_args("--mode", "wo_ve", "--visual-token-num", "96"))
+        method_request(schedule_args("--mode", "wo_ve", "--visual-token-num", "96"))
 
 
-@needs_engine
+def build_method(args: argparse.Namespace, model=None):
+    request = method_request(args)
+    return request.build(model) if model is not None else request.build()
+
+
 def test_build_method_lists_presets_and_overrides() -> None:
     explicit = build_method(schedule_args("--layer-list", "[2]", "--image-token-list", "[16]"))
     assert (list(explicit.layer_list), list(explicit.image_token_list), explicit.visual_token_num) == (
@@ -109,9 +111,10 @@ def test_build_method_lists_presets_and_overrides() -> None:
     )
     override = build_method(schedule_args("--budget", "64", "--mode", "w_ve", "--image-token-list", "[8]"))
     assert (list(override.layer_list), list(override.image_token_list)) == ([16], [8])
-    scaled = build_method(schedule_args("--budget", "64", "--mode", "w_ve"), scale_to=(6, 144))
-    assert (list(scaled.layer_list), list(scaled.image_token_list), scaled.visual_token_num) == ([3], [8], 24)
-    with pytest.raises(ValueError, match="--visual-token-num"):
+    fitted = build_method(schedule_args("--budget", "64", "--mode", "w_ve"), TINY)
+    assert (list(fitted.layer_list), list(fitted.image_token_list), fitted.visual_token_num) == ([3], [8], 24)
+    assert fitted.average_tokens(6, 144) == 16  # 64 of 576 is 16 of 144
+    with pytest.raises(ValueError, match="w_ve with explicit lists needs visual_token_num"):
         build_method(schedule_args("--mode", "w_ve", "--layer-list", "[2]", "--image-token-list", "[16]"))
 
 
@@ -187,14 +190,15 @@ def test_answer_file_writes_and_resumes(checkpoint, question_set, tmp_path, monk
     monkeypatch.setattr(
         answer_file, "load_model_and_processor", lambda *a, **k: loads.append(a) or real_load(*a, **k)
     )
-    argv = answer_file_argv(checkpoint, questions, images, answers, "--vanilla")
+    argv = answer_file_argv(checkpoint, questions, images, answers, "--method", "vanilla")
 
     assert main(argv) == 0
     lines = [json.loads(line) for line in answers.read_text().splitlines()]
     assert [r["question_id"] for r in lines] == [1, 2, 3]
     assert lines[1]["prompt"] == "Is there a circle?"
     assert lines[0]["model_id"] == checkpoint.name
-    assert lines[0]["metadata"]["method"] == "vanilla" and isinstance(lines[0]["text"], str)
+    assert lines[0]["metadata"]["schedule"]["method"] == "vanilla" and isinstance(lines[0]["text"], str)
+    assert lines[0]["metadata"]["avg_visual_tokens"] == 144
     assert len({r["answer_id"] for r in lines}) == 3 and len(generated) == 3
 
     # Simulate a crash mid-write of the last answer: only that question is answered again.
@@ -213,7 +217,7 @@ def test_answer_file_missing_image(checkpoint, question_set, tmp_path) -> None:
     questions, images = question_set
     (images / "b.png").unlink()
     with pytest.raises(FileNotFoundError, match="b.png"):
-        main(answer_file_argv(checkpoint, questions, images, tmp_path / "a.jsonl", "--vanilla"))
+        main(answer_file_argv(checkpoint, questions, images, tmp_path / "a.jsonl", "--method", "vanilla"))
     assert not (tmp_path / "a.jsonl").exists()
 
 
@@ -221,15 +225,15 @@ def test_answer_file_missing_image(checkpoint, question_set, tmp_path) -> None:
 
 
 def test_answer_vanilla(checkpoint, capsys) -> None:
-    argv = ["answer", "--model", str(checkpoint), "--image", str(bundled_image_path()), "--vanilla"]
+    argv = ["answer", "--model", str(checkpoint), "--image", str(bundled_image_path()), "--method", "vanilla"]
     assert main([*argv, "--question", "What colour?", "--max-new-tokens", "4"]) == 0
     out = capsys.readouterr().out
     assert (
         "method: vanilla" in out and "answer: " in out and "prefill time: " in out and "total time: " in out
     )
+    assert "measured average: 144.00 visual tokens per decoder layer" in out
 
 
-@needs_engine
 def test_answer_prints_tokens_kept(checkpoint, capsys) -> None:
     argv = ["answer", "--model", str(checkpoint), "--image", str(bundled_image_path()), "--question", "What?"]
     assert main([*argv, "--layer-list", "[2]", "--image-token-list", "[16]", "--max-new-tokens", "4"]) == 0
@@ -237,7 +241,6 @@ def test_answer_prints_tokens_kept(checkpoint, capsys) -> None:
     assert "after layer 2: 144 -> 16" in out and "prefill time: " in out
 
 
-@needs_engine
 def test_answer_with_encoder_stage(checkpoint, capsys) -> None:
     argv = ["answer", "--model", str(checkpoint), "--image", str(bundled_image_path()), "--question", "What?"]
     lists = ["--layer-list", "[2]", "--image-token-list", "[16]", "--visual-token-num", "96"]
@@ -246,16 +249,31 @@ def test_answer_with_encoder_stage(checkpoint, capsys) -> None:
     assert "encoder: 144 -> 96" in out and "after layer 2: 96 -> 16" in out
 
 
-@needs_engine
 def test_answer_bundled_default(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("TRIO_VLM_CACHE", str(tmp_path))
     assert main(["answer", "--max-new-tokens", "4"]) == 0
     out = capsys.readouterr().out
     assert "bundled tiny random LLaVA" in out and "(bundled)" in out
-    assert "preset scaled to the tiny model" in out and "after layer 1: 144 -> " in out
+    assert "after layer 1: 144 -> " in out and "measured average: " in out
 
 
-@needs_engine
+@pytest.mark.parametrize("mode", ["w_ve", "wo_ve"])
+def test_answer_on_the_bundled_folder_equals_the_default(tmp_path, monkeypatch, capsys, mode) -> None:
+    """Issue 11: with --model pointing at the bundled tiny model's folder, presets are fitted the same way as
+    without --model (the old code used the 32-layer preset unscaled there: "layer_list entry 15 is out of
+    range")."""
+    monkeypatch.setenv("TRIO_VLM_CACHE", str(tmp_path))
+    common = ["--max-new-tokens", "2", "--budget", "64", "--mode", mode, "--json"]
+    assert main(["answer", *common]) == 0
+    default = json.loads(capsys.readouterr().out)
+    folder = str(default_model_dir())
+    assert main(["answer", "--model", folder, "--image", str(bundled_image_path()), *common]) == 0
+    explicit = json.loads(capsys.readouterr().out)
+    assert explicit["method"] == default["method"] and explicit["visual_tokens"] == default["visual_tokens"]
+    method = method_request(schedule_args("--budget", "64", "--mode", mode)).build(TINY)
+    assert explicit["avg_visual_tokens"] == pytest.approx(method.average_tokens(6, 144))
+
+
 def test_answer_file_records_tokens_kept(checkpoint, question_set, tmp_path) -> None:
     questions, images = question_set
     answers = tmp_path / "answers.jsonl"
@@ -264,6 +282,6 @@ def test_answer_file_records_tokens_kept(checkpoint, question_set, tmp_path) -> 
     lines = [json.loads(line) for line in answers.read_text().splitlines()]
     assert len(lines) == 3
     meta = lines[0]["metadata"]
-    assert meta["layer_list"] == [2] and meta["image_token_list"] == [16]
+    assert meta["schedule"]["layer_list"] == [2] and meta["schedule"]["image_token_list"] == [16]
     assert meta["visual_tokens"] == [{"call": 0, "stage": 2, "before": 144, "after": 16}]
     assert meta["prefill_seconds"] > 0

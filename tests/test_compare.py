@@ -7,15 +7,17 @@ import pytest
 import torch
 from PIL import Image
 
-from trio_vlm.cli.compare_methods import build_candidates, scale_method, selected_names
-from trio_vlm.cli.compare_plot import model_view
 from trio_vlm.cli.main import main
+from trio_vlm.compare import build_candidates, model_view, selected_names
 from trio_vlm.methods.compose import Compose
 from trio_vlm.methods.holov import HoloV
 from trio_vlm.methods.registry import available_methods
 from trio_vlm.methods.trio import TRIO
 from trio_vlm.methods.visionzip import VisionZip
 from trio_vlm.overlay import kept_grid
+from trio_vlm.presets import ModelShape
+
+TINY = ModelShape("llava-1.5", 6, 144, 144)
 
 
 def table_rows(out: str) -> dict[str, str]:
@@ -58,8 +60,13 @@ def test_compare_composes_llm_methods_after_an_encoder_method(tmp_path, monkeypa
     assert main(argv) == 0
     rows = table_rows(capsys.readouterr().out)
     assert list(rows) == ["vanilla", "visionzip+trio", "holov"]
-    # encoder keeps 2 x 64 of 576 -> 32 of 144, then TRIO's scaled LLM stages
-    assert "encoder 144->32; L1 32->23" in rows["visionzip+trio"]
+    # the encoder keeps 2 x 64 tokens of 576 -> 32 of 144, then TRIO's LLM stages fitted to the tiny model
+    trio = TRIO.preset(TINY, 64).schedule()
+    stages = "; ".join(
+        f"L{layer} {a}->{b}"
+        for layer, a, b in zip(trio.layer_list, (32, *trio.image_token_list), trio.image_token_list)
+    )
+    assert f"encoder 144->32; {stages}" in rows["visionzip+trio"]
 
 
 def test_compare_rejects_bad_options_before_loading(tmp_path, monkeypatch):
@@ -82,17 +89,22 @@ def test_selected_names():
         selected_names(" , ")
 
 
-def test_scale_method_and_candidates():
-    assert scale_method(VisionZip.preset("llava-1.5", 64), 6, 144).visual_token_num == 16
-    assert scale_method(HoloV.preset("llava-1.5", 192), 6, 144).visual_token_num == 48
-    trio = scale_method(TRIO.preset("llava-1.5", 64), 6, 144)
-    assert (trio.layer_list, trio.image_token_list) == ((1, 2, 3), (23, 14, 6))
-    both = scale_method(Compose(VisionZip(visual_token_num=192), TRIO.preset("llava-1.5", 64)), 6, 144)
-    assert both.schedule().visual_token_num == 48 and both.schedule().image_token_list == (23, 14, 6)
-    cands = build_candidates(["trio", "scope"], "llava-1.5", 64, encoder_method="visionzip", encoder_tokens=8)
-    assert cands[0].method is None and "non-increasing" in cands[0].skipped
-    assert cands[1].method.schedule().visual_token_num == 64
-    assert build_candidates(["scope"], "qwen2-vl", 64)[0].skipped.startswith("no SCOPE preset")
+def test_presets_fit_and_candidates():
+    assert VisionZip.preset(TINY, 64).visual_token_num == 16
+    assert HoloV.preset(TINY, 192).visual_token_num == 48
+    trio = TRIO.preset(TINY, 64, "w_ve")
+    assert (trio.visual_token_num, trio.layer_list, trio.image_token_list) == (24, (3,), (8,))
+    both = Compose(VisionZip(visual_token_num=48), TRIO.preset(TINY, 64))
+    assert (
+        both.schedule().visual_token_num == 48
+        and both.schedule().image_token_list == TRIO.preset(TINY, 64).image_token_list
+    )
+    assert both.with_schedule(both.schedule()) == both
+    cands = build_candidates(["trio", "scope"], TINY, 64, encoder_method="visionzip", encoder_tokens=8)
+    assert [c.label for c in cands] == ["vanilla", "visionzip+trio", "scope"]
+    assert cands[1].method.schedule().visual_token_num == 2  # 8 of 576 -> 2 of 144
+    qwen = ModelShape("qwen2.5-vl", 4, None, 1296)  # variable tokens: the LLaVA-1.5 count as a fraction
+    assert build_candidates(["scope"], qwen, 64)[1].method.image_token_ratio == round(64 / 576, 4)
 
 
 def test_kept_grid_and_model_view():

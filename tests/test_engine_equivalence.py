@@ -59,7 +59,7 @@ def test_leaving_the_context_restores_the_model(tiny):
 def test_prefill_logits_equal_hand_reference_after_two_drops(fixture, positions, request):
     model = request.getfixturevalue(fixture)
     x = tiny_inputs(model, seed=3)
-    method = trio_vlm.TRIO(layer_list=[2, 4], image_token_list=[50, 12], positions=positions)
+    method = trio_vlm.TRIO(layer_list=[2, 4], image_token_list=[50, 12], position_mode=positions)
     with torch.no_grad():
         with trio_vlm.apply(model, method) as run:
             got = model(**x).logits
@@ -88,7 +88,7 @@ def test_greedy_decode_matches_full_recompute_and_per_layer_cache_lengths(tiny, 
     n_layers = tiny.config.text_config.num_hidden_layers
     drop_after, keep = 3, 16
     steps = 5
-    method = trio_vlm.TRIO(layer_list=[drop_after], image_token_list=[keep], positions=positions)
+    method = trio_vlm.TRIO(layer_list=[drop_after], image_token_list=[keep], position_mode=positions)
     with torch.no_grad():
         with trio_vlm.apply(tiny, method) as run:
             out = tiny.generate(**x, max_new_tokens=steps, do_sample=False, return_dict_in_generate=True)

@@ -4,6 +4,8 @@ the CLI answers with TRIO pruning, writes LLaVA-format answers and a scored JSON
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +13,11 @@ import pytest
 
 from trio_vlm.bundled import save_tiny_checkpoint
 from trio_vlm.cli.main import main
-from trio_vlm.eval.__main__ import main as module_main
 from trio_vlm.eval.benches import BENCHMARKS
-from trio_vlm.eval.fixtures import make_fixture
+from trio_vlm.methods.trio import TRIO
+from trio_vlm.presets import ModelShape
+from trio_vlm.testbed import bundled_model_dir
+from trio_vlm.testing.eval_fixtures import make_fixture
 
 QUESTIONS = {"gqa": 4, "mmbench": 4, "mmbench_cn": 4, "mme": 6, "pope": 6, "sqa": 3, "vqav2": 3, "textvqa": 3}
 
@@ -53,7 +57,13 @@ def test_bench_end_to_end_with_trio(bench: str, checkpoint: Path, data: Path, tm
         assert {"question_id", "prompt", "text", "answer_id", "model_id", "metadata"} <= set(record)
         assert record["model_id"] == checkpoint.name
         drops = record["metadata"]["visual_tokens"]
+        if (
+            record["metadata"]["avg_visual_tokens"] is None
+        ):  # a text-only ScienceQA question: nothing to prune
+            assert bench == "sqa" and drops == []
+            continue
         assert [(d["stage"], d["before"], d["after"]) for d in drops] == [("encoder", 144, 24), (3, 24, 8)]
+        assert record["metadata"]["avg_visual_tokens"] == report["run"]["avg_visual_tokens"] == 16.0
     if bench.startswith("mmbench"):
         assert all({"round_id", "options", "option_char"} <= set(r) for r in records)
     value = report["headline"]["value"]
@@ -82,19 +92,44 @@ def test_pope_score_matches_a_plain_recount(checkpoint: Path, data: Path, tmp_pa
 
 
 def test_python_dash_m_entry_point(checkpoint: Path, data: Path, tmp_path: Path) -> None:
-    argv = [
-        "--bench",
-        "gqa",
-        "--data",
-        str(data / "gqa"),
-        "--model",
-        str(checkpoint),
+    """``python -m trio_vlm.cli eval`` (what ``torchrun … -m trio_vlm.cli eval`` runs), in a fresh process."""
+    argv = ["eval", "--bench", "gqa", "--data", str(data / "gqa"), "--model", str(checkpoint)]
+    argv += [
         "--output",
         str(tmp_path),
+        "--max-new-tokens",
+        "2",
+        "--budget",
+        "128",
+        "--mode",
+        "wo_ve",
+        "--limit",
+        "1",
     ]
-    assert (
-        module_main([*argv, "--max-new-tokens", "2", "--budget", "128", "--mode", "wo_ve", "--limit", "1"])
-        == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "trio_vlm.cli", *argv], capture_output=True, text=True, timeout=300
     )
+    assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "scores.json").read_text())
     assert report["run"]["setting"] == "w/o VE (128)" and report["counts"]["answered"] == 1
+    assert "gqa: " in done.stdout
+
+
+def test_eval_on_the_testbed_model_runs_what_its_label_says(data: Path, tmp_path: Path) -> None:
+    """Issue 11: on the bundled 16-layer testbed model, "w/o VE (64)" used the 32-layer preset unscaled and
+    spent ~106 visual tokens per layer. Now the label, the recorded schedule and every answer's measured
+    average agree: the preset fitted to 16 layers averages exactly 64."""
+    report = run_cli(
+        bundled_model_dir(), data, tmp_path, "pope", "--method", "trio", "--budget", "64", "--mode", "wo_ve"
+    )
+    run = report["run"]
+    assert run["setting"] == "w/o VE (64)" and run["family"] == "llava-1.5"
+    assert run["avg_visual_tokens"] == 64.0
+    fitted = TRIO.preset(ModelShape("llava-1.5", 16, 576, 576), 64, "wo_ve")
+    assert run["schedule"]["layer_list"] == list(fitted.layer_list)
+    assert run["schedule"]["image_token_list"] == list(fitted.image_token_list)
+    for record in answers_of(tmp_path):
+        per_stage = [(d["stage"], d["after"]) for d in record["metadata"]["visual_tokens"]]
+        assert per_stage == list(zip(fitted.layer_list, fitted.image_token_list))
+        assert record["metadata"]["avg_visual_tokens"] == 64.0
+    assert report["timing"]["avg_visual_tokens_measured"] == 64.0

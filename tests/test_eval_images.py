@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from trio_vlm.bundled import build_tiny_processor
-from trio_vlm.eval.images import expand_to_square, mean_colour
-from trio_vlm.eval.items import EvalItem
+from trio_vlm.eval.reading.images import expand_to_square, mean_colour
+from trio_vlm.eval.reading.items import EvalItem
 
 
 def test_wide_image_is_centred_vertically() -> None:

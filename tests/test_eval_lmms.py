@@ -11,10 +11,13 @@ import pytest
 from PIL import Image
 
 from trio_vlm.bundled import bundled_image_path, save_tiny_checkpoint
-from trio_vlm.cli.generation import generate_answer, generation_kwargs
-from trio_vlm.eval.images import expand_to_square
+from trio_vlm.eval.reading.images import expand_to_square
+from trio_vlm.generation import generate_answer, generation_kwargs
 from trio_vlm.integrations import lmms_eval as plugin
-from trio_vlm.loading import prompt_for
+from trio_vlm.methods.trio import TRIO
+from trio_vlm.presets import ModelShape
+from trio_vlm.prompts import prompt_for
+from trio_vlm.testbed import bundled_model_dir
 
 HAS_LMMS = importlib.util.find_spec("lmms_eval") is not None
 
@@ -53,6 +56,15 @@ def test_generate_until_matches_a_direct_pruned_answer(model: plugin.TrioLlava) 
     )
     assert out[0] == direct.text
     assert [(s.stage, s.after) for s in direct.stages] == [("encoder", 24), (3, 8)]  # TRIO pruned
+
+
+@pytest.mark.parametrize("mode", ["w_ve", "wo_ve"])
+def test_presets_are_fitted_to_the_model(mode: str) -> None:
+    """Issue 11: ``mode=w_ve`` failed on the 16-layer testbed model (the 32-layer preset was used unscaled)."""
+    model = plugin.TrioLlava(pretrained=str(bundled_model_dir()), method="trio", budget="64", mode=mode)
+    shape = ModelShape("llava-1.5", 16, 576, 576)
+    assert model.method == TRIO.preset(shape, 64, mode)
+    assert model.method.average_tokens(16, 576) == 64
 
 
 def test_stop_strings_cut_the_answer(model: plugin.TrioLlava) -> None:

@@ -14,14 +14,14 @@ import pytest
 
 from trio_vlm.eval.benches import LoadOptions, get_benchmark
 from trio_vlm.eval.benches.gqa import gqa_prediction
-from trio_vlm.eval.benches.mmbench_answer import mmbench_letter
 from trio_vlm.eval.benches.mme import mme_yes_no, question_key
 from trio_vlm.eval.benches.pope import pope_yes_no
 from trio_vlm.eval.benches.sqa import sqa_letter
 from trio_vlm.eval.benches.textvqa import question_of_prompt
-from trio_vlm.eval.fixtures import make_fixture
-from trio_vlm.eval.paths import resolve_files
+from trio_vlm.eval.reading.paths import resolve_files
 from trio_vlm.eval.runner import EvalConfig, run_eval
+from trio_vlm.eval.scoring.option_letter import mmbench_letter
+from trio_vlm.testing.eval_fixtures import make_fixture
 
 
 def score(tmp_path: Path, bench: str, texts: list[str | None], **config: Any) -> dict[str, Any]:

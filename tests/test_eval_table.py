@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from trio_vlm.cli.main import main
-from trio_vlm.eval.paper_results import paper_rows
-from trio_vlm.eval.plot import plot_accuracy_vs_tokens
-from trio_vlm.eval.table import build_table, collect, to_csv, to_markdown
+from trio_vlm.eval.reporting.paper_results import paper_rows
+from trio_vlm.eval.reporting.plot import plot_accuracy_vs_tokens
+from trio_vlm.eval.reporting.table import build_table, collect, to_csv, to_markdown
 
 RUNS = [
     # (method, setting, avg tokens, bench, value, complete)
@@ -41,7 +41,7 @@ def write_run(
             "model": "llava-v1.5-7b",
             "method": method,
             "setting": setting,
-            "schedule": {"avg_tokens": tokens},
+            "avg_visual_tokens": tokens,
         },
     }
     (out / "scores.json").write_text(json.dumps(report))

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from trio_vlm.eval.vqa_accuracy import vqa_score
-from trio_vlm.eval.vqa_text import CONTRACTIONS, normalize_vqa_answer
+from trio_vlm.eval.scoring.vqa_accuracy import vqa_score
+from trio_vlm.eval.scoring.vqa_text import CONTRACTIONS, normalize_vqa_answer
 
 
 @pytest.mark.parametrize(

@@ -8,19 +8,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from method_table import FAMILIES, cell
 
 import trio_vlm
 from trio_vlm.adapters import adapter_for
-from trio_vlm.methods.dart import DART
-from trio_vlm.methods.fastv import FastV
-from trio_vlm.methods.fixed import Vanilla
-from trio_vlm.methods.holov import HoloV
-from trio_vlm.methods.pdrop import PDrop
 from trio_vlm.methods.registry import available_methods
-from trio_vlm.methods.sanity import Random, Uniform
-from trio_vlm.methods.scope import SCOPE
-from trio_vlm.methods.sparsevlm import SparseVLM
-from trio_vlm.methods.visionzip import VisionZip
 from trio_vlm.testing.tiny import tiny_inputs, tiny_llava
 from trio_vlm.testing.tiny_families import (
     next_inputs,
@@ -30,38 +22,12 @@ from trio_vlm.testing.tiny_families import (
     tiny_qwen25_vl,
 )
 
-FAMILIES = ("llava-1.5", "llava-next", "qwen2.5-vl")
 # Encoder-stage TRIO settings that fit each tiny tower: vision layers, window on the (tile) grid, rule.
 TRIO_ENCODER = {
     "llava-1.5": {"shallow_layer": 5, "deep_layer": -2, "window": 6},
     "llava-next": {"shallow_layer": 1, "deep_layer": -2, "window": 4},
     "qwen2.5-vl": {"shallow_layer": 1, "deep_layer": -1, "window": 2, "window_rule": "capped"},
 }
-NOT_APPLICABLE = {
-    ("visionzip", "qwen2.5-vl"): "reads CLIP vision-layer inputs",
-    ("scope", "qwen2.5-vl"): "reads CLIP vision-layer inputs",
-}
-
-
-def _method(name: str, family: str):
-    """(method, exact) — ``exact``: every image keeps exactly its scheduled count at every stage."""
-    table = {
-        "trio": (lambda: trio_vlm.TRIO(layer_list=[2, 4], image_token_list=[16, 8]), True),
-        "fastv": (lambda: FastV(layer_list=(2,), image_token_list=(12,)), True),
-        "pdrop": (lambda: PDrop(layer_list=(1, 3, 4), image_token_list=(20, 12, 6)), True),
-        "sparsevlm": (lambda: SparseVLM(layer_list=(2, 4), image_token_list=(16, 8)), False),
-        "dart": (lambda: DART(layer_list=(2,), image_token_list=(16,)), True),
-        "random": (lambda: Random(visual_token_num=14, layer_list=(3,), image_token_list=(6,), seed=3), True),
-        "uniform": (lambda: Uniform(visual_token_num=14), True),
-        "visionzip": (lambda: VisionZip(visual_token_num=16), True),
-        "holov": (lambda: HoloV(visual_token_num=16), True),
-        "scope": (lambda: SCOPE(visual_token_num=16), True),
-        "vanilla": (lambda: Vanilla(), True),
-    }
-    if name not in table:
-        raise AssertionError(f"method {name!r} is registered but has no cell in the support table test")
-    factory, exact = table[name]
-    return factory(), exact
 
 
 @pytest.fixture(scope="module")
@@ -81,24 +47,27 @@ def _inputs(family: str, model) -> dict[str, torch.Tensor]:
     return qwen_inputs(model, images=[[(8, 12)], [(12, 16)]], videos=[[], [(4, 8, 8)]], seed=4)
 
 
-def _expected(schedule, sizes: list[int]) -> list[list[int]]:
-    """Per stage (encoder first), the tokens one sample keeps: the sum over its images of the schedule."""
+def _expected(method, sizes: list[int]) -> list[list[int]]:
+    """Per stage (encoder first), the tokens one sample keeps: the sum over its images of the schedule (and of
+    what the method adds, e.g. SparseVLM's merged clusters)."""
+    schedule = method.schedule()
     out = []
     current = list(sizes)
     if schedule.has_encoder_stage:
-        current = [schedule.encoder_keep(n) for n in current]
+        stage = trio_vlm.Stage.encoder()
+        current = [method.stage_output(stage, schedule.encoder_keep(n), n) for n in current]
         out.append(sum(current))
-    for stage in range(len(schedule.layer_list)):
-        current = [schedule.llm_keep(stage, n) for n in current]
+    for i, layer in enumerate(schedule.layer_list):
+        stage = trio_vlm.Stage(layer, i)
+        current = [method.stage_output(stage, schedule.llm_keep(i, n), n) for n in current]
         out.append(sum(current))
     return out
 
 
 def test_every_registered_method_has_a_cell():
     for name in available_methods():
-        for family in FAMILIES:
-            if (name, family) not in NOT_APPLICABLE:
-                _method(name, family)
+        assert set(cell(name).not_applicable) <= set(FAMILIES)
+        cell(name).build()
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -106,9 +75,9 @@ def test_every_registered_method_has_a_cell():
 def test_method_runs_on_family(name, family, family_models):
     model = family_models[family]
     x = _inputs(family, model)
-    method, exact = _method(name, family)
-    if (name, family) in NOT_APPLICABLE:
-        with pytest.raises(ValueError, match=NOT_APPLICABLE[(name, family)]), trio_vlm.apply(model, method):
+    method, refused = cell(name).build(), cell(name).not_applicable.get(family)
+    if refused is not None:
+        with pytest.raises(ValueError, match=refused), trio_vlm.apply(model, method):
             pass
         return
     with torch.no_grad(), trio_vlm.apply(model, method) as run:
@@ -127,10 +96,8 @@ def test_method_runs_on_family(name, family, family_models):
             before = events[0].tokens_before[b]
             sizes = _image_sizes(model, x, b, before)
             kept = [e.tokens_after[b] for e in events]
-            if exact:
-                assert kept == _expected(schedule, sizes)
-            else:
-                assert all(0 < k <= n for k, n in zip(kept, [before, *kept]))
+            assert kept == _expected(method, sizes)
+            assert run.tokens_per_layer(call, b)[-1] == (kept[-1] if kept else before)
             for e in events:
                 assert set(e.kept[b].tolist()) <= set(e.candidates[b].tolist())
     # The stage that runs first drops tokens of every image of every sample.
@@ -181,7 +148,7 @@ def test_trio_encoder_stage_on_family(family, family_models):
     with torch.no_grad(), trio_vlm.apply(model, method) as run:
         model.generate(**x, max_new_tokens=2, do_sample=False)
     encoder = run.events[0]
-    assert encoder.stage == "encoder"
+    assert encoder.stage.is_encoder
     for b in range(2):
         sizes = _image_sizes(model, x, b, encoder.tokens_before[b])
         keep = [max(1, int(0.5 * n)) for n in sizes]

@@ -234,8 +234,8 @@ def test_next_tile_mapping_without_image_sizes_matches_the_features(sizes, model
         adapter.end_prefill()
     assert len(items) == len(sizes)
     for item in items:
-        assert torch.equal(embeds[0, item.positions], projected[item.vision_row, item.patch])
-    assert torch.equal(torch.cat([i.positions for i in items]), prunable_positions(model, x, embeds))
+        assert torch.equal(embeds[0, item.seq_index], projected[item.vision_row, item.patch])
+    assert torch.equal(torch.cat([i.seq_index for i in items]), prunable_positions(model, x, embeds))
 
 
 def test_next_encoder_stage_is_per_tile_with_the_budget_split_by_size(models):
@@ -260,7 +260,7 @@ def test_next_encoder_stage_is_per_tile_with_the_budget_split_by_size(models):
 def test_qwen_compact_positions_option(models):
     model = models["qwen2.5-vl"]
     x = qwen_inputs(model, images=[[(8, 12)]], seed=9)
-    method = trio_vlm.TRIO(layer_list=[2], image_token_list=[6], positions="compact")
+    method = trio_vlm.TRIO(layer_list=[2], image_token_list=[6], position_mode="compact")
     with torch.no_grad():
         with trio_vlm.apply(model, method) as run:
             got = model(**x).logits

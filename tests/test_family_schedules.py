@@ -11,11 +11,12 @@ from transformers import LlamaConfig
 
 import trio_vlm
 from trio_vlm.adapters import adapter_for
-from trio_vlm.cli.schedule_args import add_schedule_arguments, build_method, schedule_summary
+from trio_vlm.cli.options import add_method_arguments, method_request
 from trio_vlm.engine.layout import split_keep
-from trio_vlm.loading import SUPPORTED_ARCHITECTURES, check_architecture
-from trio_vlm.methods.trio import RATIO_PRESETS
+from trio_vlm.loading import check_architecture
+from trio_vlm.methods.trio import PUBLISHED
 from trio_vlm.methods.window_grid import grid_window_global_select
+from trio_vlm.presets import ARCHITECTURES
 from trio_vlm.schedule import Schedule
 from trio_vlm.testing.tiny_families import tiny_llava_next, tiny_qwen25_vl
 
@@ -25,7 +26,9 @@ def test_ratio_schedule_resolves_like_the_reference():
     assert s.has_encoder_stage and s.uses_ratios
     assert s.encoder_keep(1296) == int(0.167 * 1296) == 216
     assert s.llm_keep(0, 216) == int(0.333 * 216) == 71
-    assert s.average_tokens(28, 1296) == pytest.approx((216 * 14 + 71 * 14) / 28)
+    method = trio_vlm.TRIO(layer_list=(14,), image_token_ratio=0.167, image_token_ratio_list=(0.333,))
+    assert method.schedule() == s
+    assert method.average_tokens(28, 1296) == pytest.approx((216 * 14 + 71 * 14) / 28)
     assert s.encoder_keep(3) == 1  # never below one token
     counts = Schedule(layer_list=(2,), image_token_list=(50,))
     assert counts.llm_keep(0, 30) == 30 and counts.llm_keep(0, 80) == 50
@@ -55,7 +58,7 @@ def test_family_presets_average_to_the_budget_share(family, layers, mode, budget
     schedule = method.schedule()
     assert schedule.uses_ratios and schedule.has_encoder_stage == (mode == "w_ve")
     tokens = 2880  # a LLaVA-NeXT 2×2 image (~ Qwen2.5-VL at 1344×1344 px)
-    share = schedule.average_tokens(layers, tokens) / tokens
+    share = method.average_tokens(layers, tokens) / tokens
     assert share == pytest.approx(budget / 576, rel=0.06)
 
 
@@ -72,8 +75,8 @@ def test_qwen_reference_preset():
         4,
         "capped",
     )
-    assert method.schedule().average_tokens(28, 1296) / 1296 == pytest.approx(0.111, abs=0.001)
-    assert set(RATIO_PRESETS) >= {("llava-next", 64, "w_ve"), ("qwen2.5-vl", 192, "wo_ve")}
+    assert method.average_tokens(28, 1296) / 1296 == pytest.approx(0.111, abs=0.001)
+    assert set(PUBLISHED) >= {("llava-next", 64, "w_ve"), ("qwen2.5-vl", 192, "wo_ve")}
 
 
 def _capped_plain(local, global_, height, width, budget, window):
@@ -119,7 +122,7 @@ def test_loading_knows_the_three_families_and_names_others(tmp_path):
         build().save_pretrained(tmp_path / name)
     assert check_architecture(tmp_path / "next") == "LlavaNextForConditionalGeneration"
     assert check_architecture(tmp_path / "qwen") == "Qwen2_5_VLForConditionalGeneration"
-    assert "Qwen2_5_VLForConditionalGeneration" in SUPPORTED_ARCHITECTURES
+    assert "Qwen2_5_VLForConditionalGeneration" in ARCHITECTURES
     config = LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
     config.architectures = ["LlamaForCausalLM"]
     config.save_pretrained(tmp_path / "llama")
@@ -134,8 +137,12 @@ def test_adapter_for_names_an_unsupported_architecture():
 
 def _args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    add_schedule_arguments(parser)
+    add_method_arguments(parser)
     return parser.parse_args(argv)
+
+
+def build_method(args: argparse.Namespace, model: str = "qwen2.5-vl"):
+    return method_request(args).build(model)
 
 
 def test_cli_ratio_options_build_the_qwen_reference_schedule():
@@ -148,14 +155,16 @@ def test_cli_ratio_options_build_the_qwen_reference_schedule():
         "image_token_ratio": 0.167,
         "image_token_ratio_list": [0.333],
     }
-    preset = build_method(_args(["--preset", "qwen2.5-vl", "--budget", "64", "--mode", "w_ve"]))
+    preset = build_method(_args(["--budget", "64", "--mode", "w_ve"]), "qwen2.5-vl")
     assert preset.schedule() == method.schedule()
 
 
 def summary_of(method) -> dict:
-    summary = schedule_summary(method)
+    summary = method.describe()
     return {
-        k: v for k, v in summary.items() if k in ("layer_list", "image_token_ratio", "image_token_ratio_list")
+        k: v
+        for k, v in summary.items()
+        if k in ("layer_list", "image_token_ratio", "image_token_ratio_list") and v not in (None, [])
     }
 
 
@@ -168,7 +177,10 @@ def summary_of(method) -> dict:
             ["--layer-list", "[2]", "--image-token-list", "[4]", "--image-token-ratio-list", "[0.5]"],
             "not both",
         ),
-        (["--method", "fastv", "--layer-list", "[2]", "--image-token-ratio-list", "[0.5]"], "does not take"),
+        (
+            ["--method", "visionzip", "--layer-list", "[2]", "--image-token-ratio-list", "[0.5]"],
+            "has no option",
+        ),
         (["--image-token-ratio", "0.5", "--mode", "wo_ve"], "wo_ve"),
     ],
 )

@@ -11,15 +11,23 @@ from transformers import LlavaForConditionalGeneration
 
 import trio_vlm
 from trio_vlm.cli.main import main
-from trio_vlm.loading import load_model_and_processor, prompt_for
+from trio_vlm.loading import load_model_and_processor
+from trio_vlm.methods.request import MethodRequest
+from trio_vlm.presets import ModelShape
+from trio_vlm.prompts import prompt_for
 from trio_vlm.testbed import bundled_model_dir
 from trio_vlm.testbed.config import model_config
 from trio_vlm.testbed.evaluate import accuracy, evaluate
 from trio_vlm.testbed.generator import benchmark
 from trio_vlm.testbed.grid import run_grid
-from trio_vlm.testbed.schedules import scaled_method
 from trio_vlm.testbed.train import TrainSettings, save
 from trio_vlm.testbed.vocab import build_processor
+
+TESTBED = ModelShape("llava-1.5", 16, 576, 576)
+
+
+def scaled_method(name, budget, mode=None):
+    return MethodRequest(name, budget, mode).build(TESTBED)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +68,7 @@ def test_harness_matches_direct_loop(random_testbed) -> None:
     model, processor = load_model_and_processor(random_testbed)
     examples = benchmark(6, seed=9)
     variants = [("trio", "w_ve"), ("random", None)]
-    _, rows = run_grid(model, processor, examples, variants, [64], num_layers=16, progress=False)
+    _, rows = run_grid(model, processor, examples, variants, [64], progress=False)
     for (name, mode), row in zip(variants, rows):
         method = scaled_method(name, 64, mode)
         predicted = [p.predicted for p in evaluate(model, processor, examples, method, progress=False)]

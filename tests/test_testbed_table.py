@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from trio_vlm.cli.testbed_cmd import parse_budgets, parse_methods
+from trio_vlm.cli.testbed_eval import parse_budgets, parse_methods
 from trio_vlm.testbed.grid import Row
 from trio_vlm.testbed.table import markdown_table, plot_accuracy
 

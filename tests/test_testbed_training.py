@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import LlavaForConditionalGeneration
 
-from trio_vlm.loading import load_model_and_processor, prompt_for
+from trio_vlm.loading import load_model_and_processor
+from trio_vlm.prompts import prompt_for
 from trio_vlm.testbed.batches import IGNORE, build_batch, split_prompt
 from trio_vlm.testbed.codes import attribute_codes, patch_codes
 from trio_vlm.testbed.config import model_config

@@ -181,7 +181,7 @@ def test_encoder_stage_feeds_merged_features_to_the_llm(tiny):
     for h in hooks:
         h.remove()
     e = run.events[0]
-    assert e.stage == "encoder" and e.tokens_after == [48]
+    assert e.stage.is_encoder and e.tokens_after == [48]
     expect = window_global_plain(rows[5][0], rows[6][0], 48, 6)
     assert e.kept[0].tolist() == expect
     with torch.no_grad():

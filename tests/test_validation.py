@@ -19,11 +19,11 @@ from trio_vlm.testing.tiny import tiny_inputs
         ({"layer_list": [2, 4], "image_token_list": [20, 40]}, "non-increasing"),
         ({"layer_list": [2], "image_token_list": [40], "visual_token_num": 0}, "visual_token_num"),
         ({"layer_list": [2], "image_token_list": [40], "visual_token_num": 30}, "non-increasing"),
-        ({"layer_list": "[2]", "image_token_list": [40]}, "list of integers"),
+        ({"layer_list": "[2]", "image_token_list": [40]}, "must be a list"),
         ({"layer_list": [2.5], "image_token_list": [40]}, "integers"),
         ({"probe": "slow"}, "probe"),
         ({"tau": 1.5}, "tau"),
-        ({"positions": "shifted"}, "positions"),
+        ({"position_mode": "shifted"}, "position_mode"),
     ],
 )
 def test_bad_schedule_raises_value_error_naming_the_problem(kwargs, message):
@@ -85,11 +85,16 @@ def test_presets_have_the_documented_average_budget():
     for budget in (64, 128, 192):
         for mode in ("wo_ve", "w_ve"):
             method = trio_vlm.TRIO.preset("llava-1.5", budget=budget, mode=mode)
-            assert method.schedule().average_tokens(num_layers=32, num_visual=576) == budget
+            assert method.average_tokens(num_layers=32, num_visual=576) == budget
     m = trio_vlm.TRIO.preset("llava-1.5", budget=64, mode="w_ve")
     assert (m.visual_token_num, m.layer_list, m.image_token_list) == (96, (16,), (32,))
-    with pytest.raises(ValueError, match="no TRIO preset"):
-        trio_vlm.TRIO.preset("llava-1.5", budget=100)
+    # an unpublished budget: the nearest published schedule's shape (128), counts fitted to 100 exactly
+    other = trio_vlm.TRIO.preset("llava-1.5", budget=100)
+    assert other.layer_list == (1, 10, 15) and other.average_tokens(32, 576) == 100
+    with pytest.raises(
+        ValueError, match="no TRIO preset for gemma budget=64 mode=w_ve; published: llava-1.5"
+    ):
+        trio_vlm.TRIO.reference_config("gemma", 64, "w_ve")
 
 
 def test_tokens_per_stage_and_event_fields(tiny):
@@ -97,10 +102,12 @@ def test_tokens_per_stage_and_event_fields(tiny):
     method = trio_vlm.TRIO(layer_list=[1, 3], image_token_list=[50, 20], visual_token_num=100, window=6)
     with torch.no_grad(), trio_vlm.apply(tiny, method) as run:
         tiny.generate(**x, max_new_tokens=3, do_sample=False)
-    assert [e.stage for e in run.events] == ["encoder", 1, 3]
+    assert [e.stage.key for e in run.events] == ["encoder", 1, 3]
     assert [e.layer_index for e in run.events] == [0, 1, 3]
     # the reference arithmetic: local half int(100*0.5)=50 → 12 per window × 4 windows = 48, plus 50 global
     assert run.tokens_per_stage() == {"encoder": 98, 1: 50, 3: 20}
+    # the plan knows the quota arithmetic: measured and planned averages agree
+    assert run.average_tokens() == method.average_tokens(6, 144) == (98 + 2 * 50 + 3 * 20) / 6
     assert len(run.prefill_seconds) == 1 and run.prefill_seconds[0] > 0
     for e in run.events:
         for cand, kept, score in zip(e.candidates, e.kept, e.scores):

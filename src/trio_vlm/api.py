@@ -9,26 +9,54 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from trio_vlm.adapters import adapter_for
-from trio_vlm.engine.session import PruneSession
-from trio_vlm.events import PruneEvent
+from trio_vlm.contract import PruneEvent
+from trio_vlm.engine.hooks import CallRecord, PruneSession
 from trio_vlm.methods.base import TokenMethod
 
 
 @dataclass
 class PruneRun:
-    """What happened inside an :func:`apply` block: every drop (``events``) and each prefill's wall time."""
+    """What happened inside an :func:`apply` block: every drop (``events``), every prefill call (``calls``:
+    its wall time and the visual tokens each sample started with), and the model's decoder depth."""
 
     method: TokenMethod
+    num_layers: int
     events: list[PruneEvent] = field(default_factory=list)
-    prefill_seconds: list[float] = field(default_factory=list)
+    calls: list[CallRecord] = field(default_factory=list)
+
+    @property
+    def prefill_seconds(self) -> list[float]:
+        """Device-synchronised wall time of each prefill (vision encoder included), for every method alike."""
+        return [c.prefill_seconds for c in self.calls]
+
+    def _call_index(self, call: int) -> int:
+        if not self.calls:
+            raise ValueError("no prefill ran inside the apply() block")
+        return self.calls[call].index
 
     def tokens_per_stage(self, call: int = -1, sample: int = 0) -> dict[str | int, int]:
-        """``{stage: visual tokens kept}`` for one sample of one prefill call (default: the last)."""
-        if not self.events:
+        """``{stage key: visual tokens kept}`` for one sample of one prefill call (default: the last)."""
+        if not self.calls:
             return {}
-        calls = sorted({e.call for e in self.events})
-        target = calls[call]
-        return {e.stage: e.tokens_after[sample] for e in self.events if e.call == target}
+        target = self._call_index(call)
+        return {e.stage.key: e.tokens_after[sample] for e in self.events if e.call == target}
+
+    def tokens_per_layer(self, call: int = -1, sample: int = 0) -> list[int]:
+        """Visual tokens entering each decoder layer, measured: the sample's visual tokens at the start of the
+        prefill, then what every drop of that call left."""
+        target = self._call_index(call)
+        current = self.calls[target].visual_tokens[sample]
+        drops = {e.layer_index: e.tokens_after[sample] for e in self.events if e.call == target}
+        out = []
+        for layer in range(self.num_layers):
+            current = drops.get(layer, current)
+            out.append(current)
+        return out
+
+    def average_tokens(self, call: int = -1, sample: int = 0) -> float:
+        """Measured average visual tokens per decoder layer (the paper's budget) of one sample of one call."""
+        per_layer = self.tokens_per_layer(call, sample)
+        return sum(per_layer) / len(per_layer)
 
 
 @contextmanager
@@ -41,8 +69,9 @@ def apply(model: nn.Module, method: TokenMethod) -> Iterator[PruneRun]:
         raise TypeError(
             f"method must be a trio_vlm method (e.g. trio_vlm.TRIO(...)), got {type(method).__name__}"
         )
-    session = PruneSession(model, adapter_for(model), method)
-    run = PruneRun(method=method, events=session.events, prefill_seconds=session.prefill_seconds)
+    adapter = adapter_for(model)
+    session = PruneSession(model, adapter, method)
+    run = PruneRun(method=method, num_layers=adapter.num_layers, events=session.events, calls=session.calls)
     session.install()
     try:
         yield run

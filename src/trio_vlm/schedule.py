@@ -5,6 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+#: The fields of a :class:`Schedule`; a method's dataclass fields of these names say where it acts.
+SCHEDULE_FIELDS = (
+    "layer_list",
+    "image_token_list",
+    "visual_token_num",
+    "image_token_ratio",
+    "image_token_ratio_list",
+)
+
 
 def _as_ratio(value: float | None, name: str) -> float | None:
     if value is None:
@@ -157,13 +166,3 @@ class Schedule:
             return self.layer_list.index(layer_index)
         except ValueError:
             return None
-
-    def average_tokens(self, num_layers: int, num_visual: int) -> float:
-        """Average visual tokens per decoder layer (the budget the paper reports), for one image."""
-        current = self.encoder_keep(num_visual)
-        total, prev = 0, 0
-        for stage, layer in enumerate(self.layer_list):
-            total += current * (layer - prev)
-            prev, current = layer, self.llm_keep(stage, current)
-        total += current * (num_layers - prev)
-        return total / num_layers

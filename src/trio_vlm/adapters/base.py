@@ -6,24 +6,13 @@ family; methods and the engine only talk to this interface.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from trio_vlm.engine.layout import VisualItem
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding for ``x`` (B, H, S, d) with ``cos``/``sin`` (B, S, d) (Llama's half-rotation layout)."""
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-    return x * cos + _rotate_half(x) * sin
+from trio_vlm.adapters import llama_attention
+from trio_vlm.contract import VisualItem
 
 
 class ModelAdapter:
@@ -79,6 +68,11 @@ class ModelAdapter:
     @property
     def lm_head(self) -> nn.Module:
         return self.model.lm_head
+
+    @property
+    def multimodal_projector(self) -> nn.Module | None:
+        """The projector from vision features into the LLM's embedding space (LLaVA's ``multi_modal_projector``)."""
+        return getattr(self.model.model, "multi_modal_projector", None)
 
     @property
     def vision_tower(self) -> nn.Module:
@@ -177,6 +171,10 @@ class ModelAdapter:
         """(B, S) long: 0 for text, 1 for image tokens, 2 for video tokens."""
         return self.visual_mask(input_ids, inputs_embeds).long()
 
+    def visual_token_counts(self, kinds: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        """(B,) prunable visual tokens per sample (structural tokens left out), without a host sync."""
+        return (kinds > 0).sum(1)
+
     def visual_layout(
         self, kinds: torch.Tensor, embeds: torch.Tensor, positions: torch.Tensor
     ) -> list[list[VisualItem]]:
@@ -185,39 +183,6 @@ class ModelAdapter:
         raise NotImplementedError
 
     # ---- a decoder layer evaluated for a few query rows (probes, attention-row scores) ---------------
-    def _query_rows(
-        self,
-        index: int,
-        hidden: torch.Tensor,
-        rows: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        padding: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Masked float32 attention logits (B, H, Q, S) of layer ``index`` for query positions ``rows`` (B, Q),
-        and the layer's normalised input (B, S, D)."""
-        layer = self.decoder_layers[index]
-        attn = layer.self_attn
-        bsz, seq, _ = hidden.shape
-        head_dim = attn.head_dim
-        x = layer.input_layernorm(hidden)
-        x_rows = x.gather(1, rows.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-        q = attn.q_proj(x_rows).view(bsz, rows.shape[1], -1, head_dim).transpose(1, 2)
-        k = attn.k_proj(x).view(bsz, seq, -1, head_dim).transpose(1, 2)
-        cos, sin = cos.expand(bsz, -1, -1), sin.expand(bsz, -1, -1)
-        rot_gather = rows.unsqueeze(-1).expand(-1, -1, cos.shape[-1])
-        q = apply_rope(q, cos.gather(1, rot_gather), sin.gather(1, rot_gather))
-        k = apply_rope(k, cos, sin)
-        groups = q.shape[1] // k.shape[1]
-        # (B, H_kv, groups·Q, d): query heads sharing a key head are stacked, so keys are never repeated
-        q = q.reshape(bsz, k.shape[1], groups * rows.shape[1], head_dim)
-        scores = (q @ k.transpose(-1, -2)).float() * attn.scaling
-        scores = scores.view(bsz, k.shape[1] * groups, rows.shape[1], seq)
-        allowed = (torch.arange(seq, device=hidden.device)[None, None, :] <= rows[:, :, None]) & padding[
-            :, None, :
-        ]
-        return scores.masked_fill(~allowed[:, None], torch.finfo(scores.dtype).min), x
-
     def attention_probs(
         self,
         index: int,
@@ -230,7 +195,7 @@ class ModelAdapter:
         """Attention probabilities (B, H, Q, S) of decoder layer ``index`` for query positions ``rows`` only,
         recomputed from the layer's input ``hidden`` (B, S, D) and rotary ``cos``/``sin`` — the model itself
         keeps its SDPA/FlashAttention kernel."""
-        scores, _ = self._query_rows(index, hidden, rows, cos, sin, padding)
+        scores, _ = llama_attention.query_logits(self.decoder_layers[index], hidden, rows, cos, sin, padding)
         return scores.softmax(-1)
 
     def layer_rows(
@@ -242,30 +207,14 @@ class ModelAdapter:
         sin: torch.Tensor,
         padding: torch.Tensor,
     ) -> torch.Tensor:
-        """Output of decoder layer ``index`` at positions ``rows`` (B, Q) only, without a cache. Returns (B, Q, D).
+        """Output (B, Q, D) of decoder layer ``index`` at positions ``rows`` only (see
+        :func:`trio_vlm.adapters.llama_attention.layer_rows`)."""
+        return llama_attention.layer_rows(self.decoder_layers[index], hidden, rows, cos, sin, padding)
 
-        Keys are projected for all S tokens (that is how gradients reach visual tokens); queries, the attention
-        output, the residual and the MLP only for the Q rows. Values are never projected token by token:
-        ``Σ_j p_j · W_v x_j = W_v (Σ_j p_j x_j)``, so each head averages the normalised inputs first and projects
-        Q·H vectors — the same numbers up to rounding, and a backward pass through a (Q·H × S) product instead
-        of an S × D × D one. Causal + padding masking as in the full layer.
-        """
-        layer = self.decoder_layers[index]
-        attn = layer.self_attn
-        scores, x = self._query_rows(index, hidden, rows, cos, sin, padding)
-        probs = scores.softmax(-1).to(x.dtype)  # (B, H, Q, S)
-        bsz, heads, n_rows, _ = probs.shape
-        mixed = probs.reshape(bsz, heads * n_rows, -1) @ x  # (B, H·Q, D): one product, no broadcast copy
-        mixed = mixed.view(bsz, heads, n_rows, -1).permute(1, 0, 2, 3).reshape(heads, bsz * n_rows, -1)
-        w_v = attn.v_proj.weight.view(-1, attn.head_dim, x.shape[-1])  # (H_kv, d, D)
-        groups = heads // w_v.shape[0]
-        out = mixed @ w_v.repeat_interleave(groups, dim=0).transpose(1, 2)  # (H, B·Q, d)
-        out = out.view(heads, bsz, n_rows, -1).permute(1, 2, 0, 3)  # (B, Q, H, d)
-        if attn.v_proj.bias is not None:  # attention weights sum to one, so the bias passes through
-            out = out + attn.v_proj.bias.view(-1, attn.head_dim).repeat_interleave(groups, dim=0)
-        out = out.reshape(bsz, n_rows, -1)
-        h = hidden.gather(1, rows.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])) + attn.o_proj(out)
-        return h + layer.mlp(layer.post_attention_layernorm(h))
+    def rotary_keys(self, index: int, hidden: torch.Tensor, layer_kwargs: dict[str, Any]) -> torch.Tensor:
+        """(B, S, H_kv·d) post-RoPE keys of decoder layer ``index`` from its input ``hidden``."""
+        cos, sin = layer_kwargs["position_embeddings"]
+        return llama_attention.rotary_keys(self.decoder_layers[index], hidden, cos, sin)
 
     # ---- vision side ---------------------------------------------------------------------------------
     def cls_attention_from_input(

@@ -8,7 +8,23 @@ import torch
 from torch import nn
 
 from trio_vlm.adapters.base import ModelAdapter
-from trio_vlm.engine.layout import VisualItem, square_item
+from trio_vlm.contract import VisualItem
+
+
+def square_item(seq_index: torch.Tensor, vision_row: int, side: int | None = None) -> VisualItem:
+    """A whole image of ``seq_index.numel()`` tokens in raster order on one vision row (LLaVA-1.5)."""
+    n = seq_index.numel()
+    patch = torch.arange(n, device=seq_index.device)
+    side = side if side is not None else int(round(n**0.5))
+    square = side * side == n
+    return VisualItem(
+        seq_index=seq_index,
+        vision_row=torch.full((n,), vision_row, dtype=torch.long, device=seq_index.device),
+        patch=patch,
+        tile=torch.zeros(n, dtype=torch.long, device=seq_index.device),
+        row=torch.div(patch, side, rounding_mode="floor") if square else None,
+        col=patch % side if square else None,
+    )
 
 
 class LlavaAdapter(ModelAdapter):

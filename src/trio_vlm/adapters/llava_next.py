@@ -16,7 +16,7 @@ from torch import nn
 
 from trio_vlm.adapters.llava import LlavaAdapter
 from trio_vlm.adapters.next_layout import PackedImage, candidate_grids, exact_grid, parse_run
-from trio_vlm.engine.layout import VisualItem
+from trio_vlm.contract import VisualItem
 
 
 class LlavaNextAdapter(LlavaAdapter):
@@ -60,6 +60,12 @@ class LlavaNextAdapter(LlavaAdapter):
         self._image_sizes = None
         self._projected = []
 
+    def visual_token_counts(self, kinds: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        """Image tokens per sample without the row newlines (structural, never counted)."""
+        newline = self.model.model.image_newline.detach().to(embeds.device, embeds.dtype)
+        is_newline = (embeds == newline).all(-1) & (kinds > 0)
+        return (kinds > 0).sum(1) - is_newline.sum(1)
+
     # ---- layout ------------------------------------------------------------------------------------------
     def visual_layout(
         self, kinds: torch.Tensor, embeds: torch.Tensor, positions: torch.Tensor
@@ -101,7 +107,7 @@ class LlavaNextAdapter(LlavaAdapter):
             patch = torch.cat([patch, (grid_row % side) * side + grid_col % side])
             tile = torch.cat([tile, crop_tile])
         item = VisualItem(
-            positions=torch.cat([packed.base, packed.crops]),
+            seq_index=torch.cat([packed.base, packed.crops]),
             vision_row=first_row + tile,
             patch=patch,
             tile=tile,

@@ -14,7 +14,7 @@ from torch import nn
 
 from trio_vlm.adapters.base import ModelAdapter
 from trio_vlm.adapters.qwen_vision import merged_scores, received_attention
-from trio_vlm.engine.layout import VisualItem
+from trio_vlm.contract import VisualItem
 
 IMAGE, VIDEO = 1, 2
 
@@ -151,7 +151,7 @@ class Qwen25VLAdapter(ModelAdapter):
                 n = pos.numel()
                 items.append(
                     VisualItem(
-                        positions=pos,
+                        seq_index=pos,
                         vision_row=torch.full((n,), counters[kind], dtype=torch.long, device=pos.device),
                         patch=torch.arange(n, device=pos.device),
                         tile=frame,

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from transformers.vision_utils import get_vision_window_index
 
-from trio_vlm.adapters.base import apply_rope
+from trio_vlm.adapters.llama_attention import apply_rope
 
 QUERY_CHUNK = 1024
 

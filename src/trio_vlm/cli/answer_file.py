@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import uuid
 from pathlib import Path
 
 from tqdm import tqdm
 
-from trio_vlm.cli.generation import generate_answer, generation_kwargs
-from trio_vlm.cli.jsonl_io import Question, append_line, chunk, finished_keys, read_questions
-from trio_vlm.cli.schedule_args import add_schedule_arguments, build_method, schedule_summary
-from trio_vlm.loading import load_image, load_model_and_processor, prompt_for
+from trio_vlm.cli.options import add_device_arguments, add_method_arguments, method_request
+from trio_vlm.generation import generate_answer, generation_kwargs
+from trio_vlm.llava_format import Question, append_line, chunk, finished_keys, read_questions
+from trio_vlm.loading import load_image, load_model_and_processor, model_id
+from trio_vlm.presets import shape_of
+from trio_vlm.prompts import check_conv_mode, prompt_for, resolve_conv_mode
 
 logger = logging.getLogger(__name__)
 
@@ -23,22 +24,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "answer-file", help="answer a JSONL question file into a JSONL answers file"
     )
-    parser.add_argument("--model", "--model-path", dest="model", required=True, help="hub id or local path")
+    parser.add_argument("--model", "--model-path", dest="model", required=True, help="hub id or local folder")
     parser.add_argument("--question-file", required=True, help="JSONL lines with question_id, image, text")
     parser.add_argument(
         "--image-folder", default="", help="folder the questions' image paths are relative to"
     )
     parser.add_argument("--answers-file", required=True, help="JSONL output; existing answers are kept")
-    parser.add_argument("--conv-mode", default="vicuna_v1")
+    parser.add_argument("--conv-mode", default="auto", help="vicuna_v1, llava_hf, chat_template, auto")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 means greedy decoding")
     parser.add_argument("--top-p", "--top_p", dest="top_p", type=float)
     parser.add_argument("--num-beams", "--num_beams", dest="num_beams", type=int, default=1)
     parser.add_argument("--max-new-tokens", "--max_new_tokens", dest="max_new_tokens", type=int, default=128)
     parser.add_argument("--num-chunks", type=int, default=1)
     parser.add_argument("--chunk-idx", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="auto")
-    add_schedule_arguments(parser)
+    add_device_arguments(parser)
+    add_method_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -48,8 +48,8 @@ def _image_path(folder: str, question: Question) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Answer every question not yet in the answers file, one flushed line each."""
-    method = build_method(args)
-    prompt_for("", args.conv_mode)  # reject an unknown conv mode before any work
+    request = method_request(args)
+    check_conv_mode(args.conv_mode)
     questions = chunk(read_questions(args.question_file), args.num_chunks, args.chunk_idx)
     missing = [q for q in questions if not _image_path(args.image_folder, q).is_file()]
     if missing:
@@ -67,32 +67,26 @@ def run(args: argparse.Namespace) -> int:
     )
     if not todo:
         return 0
-    model, processor = load_model_and_processor(args.model, device=args.device, dtype=args.dtype)
-    model_id = Path(os.fspath(args.model).rstrip("/")).name
+    model, processor = load_model_and_processor(
+        args.model, device=args.device, dtype=args.dtype, device_map=args.device_map
+    )
+    shape = shape_of(model)
+    method = request.build(shape)
+    conv_mode = resolve_conv_mode(args.conv_mode, shape.family)
     gen_kwargs = generation_kwargs(args.max_new_tokens, args.temperature, args.top_p, args.num_beams)
-    schedule = schedule_summary(method)
+    schedule = method.describe()
     with answers_path.open("a", encoding="utf-8") as fh:
         for question in tqdm(todo, desc="answering", unit="q"):
             image = load_image(_image_path(args.image_folder, question))
-            answer = generate_answer(
-                model, processor, image, prompt_for(question.text, args.conv_mode), method, gen_kwargs
-            )
-            metadata = {
-                **schedule,
-                "visual_tokens": [
-                    {"call": s.call, "stage": s.stage, "before": s.before, "after": s.after}
-                    for s in answer.stages
-                ],
-                "prefill_seconds": answer.prefill_seconds,
-                "total_seconds": answer.total_seconds,
-            }
+            prompt = prompt_for(question.text, conv_mode, processor)
+            answer = generate_answer(model, processor, image, prompt, method, gen_kwargs)
             record = {
                 "question_id": question.question_id,
                 "prompt": question.text,
                 "text": answer.text,
                 "answer_id": uuid.uuid4().hex,
-                "model_id": model_id,
-                "metadata": metadata,
+                "model_id": model_id(args.model),
+                "metadata": {"family": shape.family, "schedule": schedule, **answer.record()},
             }
             append_line(fh, record)
     return 0

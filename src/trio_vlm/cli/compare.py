@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import json
+from pathlib import Path
 
-from tqdm import tqdm
-from transformers import AutoConfig
-
-from trio_vlm.adapters import adapter_for
+from trio_vlm import compare
 from trio_vlm.bundled import bundled_image_path, default_model_dir
-from trio_vlm.cli.compare_methods import Candidate, build_candidates, selected_names
-from trio_vlm.cli.compare_run import MethodResult, generate_ids, run_method
-from trio_vlm.cli.generation import generation_kwargs
-from trio_vlm.cli.schedule_args import DEFAULT_BUDGET, DEFAULT_PRESET
-from trio_vlm.loading import load_image, load_model_and_processor, prompt_for
-from trio_vlm.methods.fixed import Vanilla
+from trio_vlm.cli.options import add_device_arguments
+from trio_vlm.generation import generate, generation_kwargs, prepare_inputs
+from trio_vlm.loading import load_image, load_model_and_processor
 from trio_vlm.methods.registry import method_class
-
-logger = logging.getLogger(__name__)
+from trio_vlm.presets import DEFAULT_BUDGET, shape_of
+from trio_vlm.prompts import check_conv_mode, prompt_for, resolve_conv_mode
 
 DEFAULT_QUESTION = "What is the colour of the shape on the left?"
 
@@ -26,16 +21,14 @@ DEFAULT_QUESTION = "What is the colour of the shape on the left?"
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``compare`` command."""
     parser = subparsers.add_parser("compare", help="run every method on one image and compare them")
-    parser.add_argument("--model", help="hub id or local path (default: the bundled tiny random model)")
+    parser.add_argument("--model", help="hub id or local folder (default: the bundled tiny random model)")
     parser.add_argument("--image", help="image file (default with the bundled model: the bundled image)")
     parser.add_argument("--question", default=DEFAULT_QUESTION)
-    parser.add_argument("--conv-mode", default="vicuna_v1")
+    parser.add_argument("--conv-mode", default="auto")
     parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--preset", default=DEFAULT_PRESET, help="model family the budget presets target")
+    add_device_arguments(parser)
     parser.add_argument(
-        "--budget", type=int, default=DEFAULT_BUDGET, help="average visual tokens per layer (LLaVA-1.5 units)"
+        "--budget", type=int, default=DEFAULT_BUDGET, help="average visual tokens per decoder layer"
     )
     parser.add_argument("--methods", default="all", help="'all' or comma-separated registered method names")
     parser.add_argument(
@@ -43,14 +36,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="run every LLM-side method after this method's encoder stage (e.g. visionzip)",
     )
     parser.add_argument(
-        "--encoder-tokens", type=int, help="tokens kept by --encoder-method (default: 2 x budget, max 576)"
+        "--encoder-tokens", type=int, help="tokens kept by --encoder-method (default: 2 x budget)"
     )
     parser.add_argument("--plot", help="save a figure of each method's kept patches to this file (PNG)")
+    parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.set_defaults(func=run)
 
 
 def _check_args(args: argparse.Namespace) -> list[str]:
-    names = selected_names(args.methods)
+    names = compare.selected_names(args.methods)
     if args.budget < 1:
         raise ValueError(f"--budget must be >= 1, got {args.budget}")
     if args.max_new_tokens < 1:
@@ -63,39 +57,8 @@ def _check_args(args: argparse.Namespace) -> list[str]:
         method_class(args.encoder_method)
     if args.image is None and args.model is not None:
         raise ValueError("--image is required with --model")
+    check_conv_mode(args.conv_mode)
     return names
-
-
-def _table(results: list[MethodResult]) -> str:
-    head = ("method", "avg tokens/layer", "tokens per stage", "prefill (s)", "answer")
-    rows = [head]
-    for r in results:
-        avg = "-" if r.average_tokens is None else f"{r.average_tokens:.1f}"
-        prefill = "-" if r.prefill_seconds is None else f"{r.prefill_seconds:.4f}"
-        answer = f"({r.error})" if r.error else " ".join(r.answer.split())
-        rows.append((r.label, avg, r.stage_text(), prefill, answer))
-    widths = [max(len(row[c]) for row in rows) for c in range(len(head) - 1)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
-
-
-def _run_all(
-    candidates: list[Candidate], model, processor, inputs, gen, num_visual: int
-) -> list[MethodResult]:
-    results = []
-    rows = [Candidate("vanilla", Vanilla()), *candidates]
-    for cand in tqdm(rows, desc="methods", unit="method", leave=False):
-        if cand.method is None:
-            results.append(MethodResult(cand.label, error=f"skipped: {cand.skipped}"))
-            continue
-        try:
-            results.append(run_method(cand.label, cand.method, model, processor, inputs, gen, num_visual))
-        except (RuntimeError, ValueError, IndexError, KeyError) as exc:
-            logger.warning("%s failed: %s", cand.label, exc)
-            logger.debug("traceback of %s", cand.label, exc_info=True)
-            results.append(MethodResult(cand.label, error=f"failed: {exc}"))
-    return results
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,45 +66,43 @@ def run(args: argparse.Namespace) -> int:
     names = _check_args(args)
     bundled = args.model is None
     model_dir = str(default_model_dir()) if bundled else args.model
-    scale_to = None
-    if bundled:
-        config = AutoConfig.from_pretrained(model_dir)
-        scale_to = (config.text_config.num_hidden_layers, config.image_seq_length)
-    candidates = build_candidates(
-        names,
-        args.preset,
-        args.budget,
-        encoder_method=args.encoder_method,
-        encoder_tokens=args.encoder_tokens,
-        scale_to=scale_to,
-    )
     image_path = bundled_image_path() if args.image is None else args.image
     image = load_image(image_path)
-    model, processor = load_model_and_processor(model_dir, device=args.device, dtype=args.dtype)
-    prompt = prompt_for(args.question, args.conv_mode)
-    inputs = processor(images=image, text=prompt, return_tensors="pt").to(
-        device=model.device, dtype=model.dtype
+    model, processor = load_model_and_processor(
+        model_dir, device=args.device, dtype=args.dtype, device_map=args.device_map
     )
-    num_visual = int(adapter_for(model).tokens_per_image)
-    gen = generation_kwargs(args.max_new_tokens)
-    generate_ids(model, inputs, generation_kwargs(1))  # warm-up, so the first timed row pays no start-up cost
-
-    results = _run_all(candidates, model, processor, inputs, gen, num_visual)
-    note = " (bundled tiny random LLaVA: answers are gibberish; presets scaled to it)" if bundled else ""
+    shape = shape_of(model)
+    candidates = compare.build_candidates(
+        names, shape, args.budget, encoder_method=args.encoder_method, encoder_tokens=args.encoder_tokens
+    )
+    prompt = prompt_for(args.question, resolve_conv_mode(args.conv_mode, shape.family), processor)
+    inputs = prepare_inputs(model, processor, image, prompt)
+    generate(model, inputs, generation_kwargs(1))  # warm-up, so the first timed row pays no start-up cost
+    results = compare.run_all(candidates, model, processor, inputs, generation_kwargs(args.max_new_tokens))
+    note = " (bundled tiny random LLaVA: answers are gibberish)" if bundled else ""
     print(f"model: {model_dir}{note}")
     print(f"image: {image_path}")
     print(f"question: {args.question}")
-    print(f"budget: {args.budget} visual tokens per layer ({args.preset} preset)")
-    print(_table(results))
+    print(
+        f"budget: {args.budget} visual tokens per layer (presets fitted to {shape.num_layers} layers, {shape.visual} tokens)"
+    )
+    print(compare.table(results))
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps([r.to_dict() for r in results], indent=1) + "\n", encoding="utf-8"
+        )
+        print(f"json: {args.json}")
     if args.plot:
-        from trio_vlm.cli.compare_plot import model_view, plot_kept_tokens
-
+        if shape.variable:
+            raise ValueError(
+                "--plot draws square patch grids (LLaVA-1.5); this model has variable image tokens"
+            )
         image_processor = getattr(processor, "image_processor", None)
-        view = model_view(
+        view = compare.model_view(
             inputs["pixel_values"][0],
             getattr(image_processor, "image_mean", None),
             getattr(image_processor, "image_std", None),
         )
         panels = [(r.label, r.kept) for r in results if r.error is None]
-        print(f"plot: {plot_kept_tokens(view, panels, num_visual, args.plot)}")
+        print(f"plot: {compare.plot_kept_tokens(view, panels, shape.visual, args.plot)}")
     return 0

@@ -1,4 +1,4 @@
-"""The ``trio-vlm`` command line: one subcommand per module."""
+"""The ``trio-vlm`` command line: one module per subcommand, named after it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from collections.abc import Sequence
 
 from transformers.utils import logging as hf_logging
 
-from trio_vlm.cli import answer, answer_file, compare, demo_cmd, eval_cmd, profile_cmd, table_cmd, testbed_cmd
+from trio_vlm.cli import answer, answer_file, compare, demo, eval, profile, table, testbed_eval
+
+COMMANDS = (demo, answer, answer_file, compare, eval, table, profile, testbed_eval)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,14 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: info logs, -vv: debug logs")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for command in (answer, answer_file):
+    for command in COMMANDS:
         command.add_parser(subparsers)
-    compare.add_parser(subparsers)
-    eval_cmd.add_parser(subparsers)
-    table_cmd.add_parser(subparsers)
-    profile_cmd.add_parser(subparsers)
-    testbed_cmd.add_parser(subparsers)
-    demo_cmd.add_parser(subparsers)
     for sub in subparsers.choices.values():  # also accept -v after the command; SUPPRESS keeps the count
         sub.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser

@@ -1,4 +1,5 @@
-"""Where a prompt's visual tokens are and what each one is: the adapter's answer, in one shape for all families."""
+"""Per-token metadata of a prompt's visual tokens (from the adapter's :class:`~trio_vlm.contract.VisualItem` s),
+vision-side rows aligned with groups, and budgets split over tiles."""
 
 from __future__ import annotations
 
@@ -6,52 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from trio_vlm.methods.base import RowTable
-
-#: Per-token metadata carried from the layout to every stage's groups.
-META_FIELDS = ("vision_row", "patch", "tile", "row", "col")
-
-
-@dataclass
-class VisualItem:
-    """One image or video of one sample, as laid out in the prompt.
-
-    ``positions`` are the prompt positions of its prunable tokens (ascending; structural tokens such as
-    LLaVA-NeXT's row newlines are left out and always kept). Per token: ``vision_row`` is the row of the
-    vision-side tables (a CLIP tile, a Qwen2.5-VL image or video) the token comes from, ``patch`` its index
-    on that row's patch axis, ``tile``/``row``/``col`` its spatial place (see :class:`~trio_vlm.methods.base.Group`).
-    """
-
-    positions: torch.Tensor
-    vision_row: torch.Tensor
-    patch: torch.Tensor
-    tile: torch.Tensor
-    row: torch.Tensor | None = None
-    col: torch.Tensor | None = None
-    kind: str = "image"
-
-    def __post_init__(self) -> None:
-        n = self.positions.numel()
-        for name in META_FIELDS:
-            value = getattr(self, name)
-            if value is not None and value.numel() != n:
-                raise ValueError(f"visual item has {n} tokens but {value.numel()} {name} entries")
-
-
-def square_item(positions: torch.Tensor, vision_row: int, side: int | None = None) -> VisualItem:
-    """A whole image of ``positions.numel()`` tokens in raster order on one vision row (LLaVA-1.5)."""
-    n = positions.numel()
-    patch = torch.arange(n, device=positions.device)
-    side = side if side is not None else int(round(n**0.5))
-    square = side * side == n
-    return VisualItem(
-        positions=positions,
-        vision_row=torch.full((n,), vision_row, dtype=torch.long, device=positions.device),
-        patch=patch,
-        tile=torch.zeros(n, dtype=torch.long, device=positions.device),
-        row=torch.div(patch, side, rounding_mode="floor") if square else None,
-        col=patch % side if square else None,
-    )
+from trio_vlm.contract import META_FIELDS, RowTable, VisualItem
 
 
 @dataclass
@@ -74,9 +30,24 @@ class SampleMeta:
                 out[name] = torch.cat([p.to(device) for p in parts])
         return cls(fields=out, kinds=[item.kind for item in items])
 
+    @property
+    def count(self) -> int:
+        """Visual tokens known to this sample (the prompt's, then tokens stages created)."""
+        patch = self.fields.get("patch")
+        return 0 if patch is None else int(patch.numel())
+
     def take(self, name: str, original: torch.Tensor) -> torch.Tensor | None:
         value = self.fields.get(name)
         return None if value is None else value[original]
+
+    def extend(self, anchors: torch.Tensor) -> torch.Tensor:
+        """Register tokens a stage created, each with the metadata of its anchor (an original index);
+        returns their new original indices (past every index so far)."""
+        start = self.count
+        for name, value in self.fields.items():
+            if value is not None:
+                self.fields[name] = torch.cat([value, value[anchors.to(value.device)]])
+        return torch.arange(start, start + anchors.numel(), device=anchors.device)
 
 
 def align_rows(

@@ -6,31 +6,32 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from trio_vlm.cli.generation import generate_answer
-from trio_vlm.eval.images import expand_to_square, mean_colour
-from trio_vlm.eval.items import EvalItem
-from trio_vlm.loading import prompt_for
+from trio_vlm.eval.reading.images import expand_to_square, mean_colour
+from trio_vlm.eval.reading.items import EvalItem
+from trio_vlm.generation import generate_answer
 from trio_vlm.methods.base import TokenMethod
-
-
-def text_only_prompt(text: str, conv_mode: str) -> str:
-    """The conversation prompt without the image placeholder (ScienceQA's questions without an image)."""
-    return prompt_for(text, conv_mode).replace("<image>\n", "", 1)
+from trio_vlm.methods.fixed import Vanilla
+from trio_vlm.prompts import prompt_for
 
 
 @dataclass
 class Answerer:
     """Greedy (or sampled) answers as LLaVA's ``model_vqa_loader`` produces them; ``run`` is copied into each
-    line's metadata so a resumed run can prove it continues the same configuration."""
+    line's metadata so a resumed run can prove it continues the same configuration.
+
+    ``planned_average`` (visual tokens per decoder layer the method's schedule spends on one image of a
+    fixed-size family) is checked against the measured average of every answer: a line whose tokens differ
+    from the run's schedule is an internal error, never written."""
 
     model: Any
     processor: Any
-    method: TokenMethod | None
+    method: TokenMethod
     gen_kwargs: dict[str, Any]
     conv_mode: str
     pad_square: bool
     model_id: str
     run: dict[str, Any]
+    planned_average: float | None = None
 
     def __post_init__(self) -> None:
         self._fill = mean_colour(self.processor) if self.pad_square else None
@@ -39,20 +40,17 @@ class Answerer:
         image = item.load_image()
         if image is not None and self._fill is not None:
             image = expand_to_square(image, self._fill)
-        if image is None:
-            prompt, method = text_only_prompt(item.text, self.conv_mode), None
-        else:
-            prompt, method = prompt_for(item.text, self.conv_mode), self.method
+        with_image = image is not None
+        prompt = prompt_for(item.text, self.conv_mode, self.processor, image=with_image)
+        method = self.method if with_image else Vanilla()
         answer = generate_answer(self.model, self.processor, image, prompt, method, self.gen_kwargs)
-        metadata = {
-            "run": self.run,
-            "visual_tokens": [
-                {"call": s.call, "stage": s.stage, "before": s.before, "after": s.after}
-                for s in answer.stages
-            ],
-            "prefill_seconds": answer.prefill_seconds,
-            "total_seconds": answer.total_seconds,
-        }
+        measured, planned = answer.average_tokens, self.planned_average
+        if with_image and None not in (measured, planned) and abs(measured - planned) > 1e-6:
+            raise RuntimeError(
+                f"question {item.question_id!r}: measured {answer.average_tokens:.3f} visual tokens per layer, "
+                f"the schedule plans {self.planned_average:.3f}"
+            )
+        metadata = {"run": self.run, **answer.record()}
         record: dict[str, Any] = {"question_id": item.question_id}
         if "round_id" in item.extra:
             record["round_id"] = item.extra["round_id"]

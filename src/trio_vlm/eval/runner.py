@@ -10,16 +10,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from trio_vlm.cli.generation import generation_kwargs
-from trio_vlm.cli.jsonl_io import append_line, finished_keys
+from trio_vlm import labels
 from trio_vlm.eval.answering import Answerer
-from trio_vlm.eval.answers import index_answers, match_answers, read_answers
 from trio_vlm.eval.benches import LoadOptions, get_benchmark
-from trio_vlm.eval.items import EvalItem
-from trio_vlm.eval.method_spec import MethodSpec, describe
-from trio_vlm.eval.model_io import load_model, model_id, model_shape
-from trio_vlm.eval.paths import resolve_files
-from trio_vlm.eval.report import build_report, write_report
+from trio_vlm.eval.reading.answers import index_answers, match_answers, read_answers
+from trio_vlm.eval.reading.items import EvalItem
+from trio_vlm.eval.reading.paths import resolve_files
+from trio_vlm.eval.reporting.report import build_report, write_report
 from trio_vlm.eval.sharding import (
     answer_files,
     collected_records,
@@ -29,7 +26,12 @@ from trio_vlm.eval.sharding import (
     wait_until_complete,
     world_from_env,
 )
-from trio_vlm.loading import prompt_for
+from trio_vlm.generation import generation_kwargs
+from trio_vlm.llava_format import append_line, finished_keys
+from trio_vlm.loading import load_model_and_processor, model_id, model_shape
+from trio_vlm.methods.request import MethodRequest
+from trio_vlm.presets import ModelShape
+from trio_vlm.prompts import check_conv_mode, resolve_conv_mode
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +44,8 @@ class EvalConfig:
     data: Path
     output: Path
     model: str | None = None  # None: the bundled tiny random checkpoint
-    method: MethodSpec = field(default_factory=lambda: MethodSpec("vanilla"))
-    conv_mode: str = "vicuna_v1"
+    method: MethodRequest = field(default_factory=lambda: MethodRequest("vanilla"))
+    conv_mode: str = "auto"
     max_new_tokens: int = 128
     temperature: float = 0.0
     pad_square: bool = True
@@ -104,6 +106,32 @@ def _check_same_run(records: dict[tuple[str, str], dict[str, Any]], run: dict[st
             )
 
 
+def run_signature(config: EvalConfig, model_path: str, shape: ModelShape) -> tuple[dict[str, Any], Any]:
+    """What an answer depends on (stored in every line and compared on resume), and the method itself.
+
+    The schedule recorded is the one actually run (the preset fitted to this model) with its average visual
+    tokens per decoder layer; every answer's measured average must equal it (:class:`Answerer`)."""
+    method = config.method.build(shape)
+    request = config.method
+    budget = None if request.is_vanilla else (request.budget or 64)
+    average = method.average_tokens(shape.num_layers, shape.visual)
+    run = {
+        "model": model_id(model_path),
+        "family": shape.family,
+        "method": request.name,
+        "budget": budget,
+        "mode": request.mode,
+        "setting": labels.setting(method, budget, shape.visual),
+        "schedule": method.describe(),
+        "avg_visual_tokens": None if shape.variable else round(average, 4),
+        "conv_mode": resolve_conv_mode(config.conv_mode, shape.family),
+        "max_new_tokens": config.max_new_tokens,
+        "temperature": config.temperature,
+        "pad_square": config.pad_square,
+    }
+    return run, method
+
+
 def answer_shard(config: EvalConfig, todo_all: list[EvalItem], world: int, rank: int) -> int:
     """Answer this rank's share of ``todo_all`` not yet in any answer file; returns how many were added."""
     out = config.output
@@ -114,39 +142,30 @@ def answer_shard(config: EvalConfig, todo_all: list[EvalItem], world: int, rank:
     todo = [item for item in mine if item.key not in done and item.key not in bad]
     logger.info("rank %d/%d: %d questions, %d to answer", rank, world, len(mine), len(todo))
     path = _model_path(config)
-    num_layers, num_visual = model_shape(path)
-    method = config.method.build(num_layers, num_visual)
-    run = run_signature(config, path, method, num_layers, num_visual)
+    shape = model_shape(path)
+    run, method = run_signature(config, path, shape)
     _check_same_run(collected_records(out), run, out)
     if not todo:
         return 0
-    model, processor = load_model(path, _device(config, world), config.dtype, config.device_map)
+    model, processor = load_model_and_processor(
+        path, _device(config, world), config.dtype, device_map=config.device_map
+    )
     gen = generation_kwargs(config.max_new_tokens, config.temperature)
     answerer = Answerer(
-        model, processor, method, gen, config.conv_mode, config.pad_square, model_id(path), run
+        model,
+        processor,
+        method,
+        gen,
+        run["conv_mode"],
+        config.pad_square,
+        model_id(path),
+        run,
+        planned_average=run["avg_visual_tokens"],
     )
     with own_file.open("a", encoding="utf-8") as fh:
         for item in tqdm(todo, desc=f"{config.bench} (rank {rank})" if world > 1 else config.bench, unit="q"):
             append_line(fh, answerer(item))
     return len(todo)
-
-
-def run_signature(
-    config: EvalConfig, model_path: str, method: Any, num_layers: int, num_visual: int
-) -> dict[str, Any]:
-    """What an answer depends on; stored in every line and compared on resume."""
-    return {
-        "model": model_id(model_path),
-        "method": config.method.name.lower(),
-        "budget": config.method.budget,
-        "mode": config.method.mode,
-        "setting": config.method.setting(method, num_visual),
-        "schedule": describe(method, num_layers, num_visual),
-        "conv_mode": config.conv_mode,
-        "max_new_tokens": config.max_new_tokens,
-        "temperature": config.temperature,
-        "pad_square": config.pad_square,
-    }
 
 
 def run_eval(config: EvalConfig) -> dict[str, Any] | None:
@@ -157,7 +176,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any] | None:
         world, rank = config.world_size, config.rank or 0
     if config.limit is not None and config.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {config.limit}")
-    prompt_for("", config.conv_mode)  # an unknown conversation mode fails before any work
+    check_conv_mode(config.conv_mode)  # an unknown conversation mode fails before any work
     bench = get_benchmark(config.bench)
     files = resolve_files(
         bench,
@@ -178,17 +197,17 @@ def run_eval(config: EvalConfig) -> dict[str, Any] | None:
             answer_shard(config, todo_all, world, rank)
         if rank != 0:
             return None
-        expected = [] if config.score_only else _expected(config, todo_all)
+        expected = [] if config.score_only else _expected(todo_all)
         records = wait_until_complete(config.output, expected, config.merge_timeout, config.poll_seconds)
         source = merge(config.output, records, [item.key for item in items])
     answers_by_key = {item.key: record for item, record in match_answers(items, records, source)}
     score = bench.score(items, answers_by_key, files, config.output)
-    report = build_report(config, bench, files, items, todo_all, answers_by_key, score, source)
+    report = build_report(bench, files, items, todo_all, answers_by_key, score, source)
     write_report(config.output, report)
     return report
 
 
-def _expected(config: EvalConfig, todo_all: list[EvalItem]) -> list[tuple[str, str]]:
+def _expected(todo_all: list[EvalItem]) -> list[tuple[str, str]]:
     """Keys rank 0 waits for: every question to do whose image is readable (others are skipped)."""
     return [item.key for item in todo_all if item.image_problem() is None]
 

@@ -16,7 +16,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from trio_vlm.eval.answers import answer_key, read_answers
+from trio_vlm.eval.reading.answers import answer_key, read_answers
 
 logger = logging.getLogger(__name__)
 

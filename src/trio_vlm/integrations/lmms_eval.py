@@ -18,13 +18,12 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
-from trio_vlm.cli.generation import generate_answer, generation_kwargs
-from trio_vlm.eval.answering import text_only_prompt
-from trio_vlm.eval.images import expand_to_square, mean_colour
-from trio_vlm.eval.method_spec import MethodSpec
-from trio_vlm.eval.model_io import load_model, model_shape
+from trio_vlm.eval.reading.images import expand_to_square, mean_colour
 from trio_vlm.eval.sharding import world_from_env
-from trio_vlm.loading import prompt_for
+from trio_vlm.generation import generate_answer, generation_kwargs
+from trio_vlm.loading import load_model_and_processor, model_shape
+from trio_vlm.methods.request import MethodRequest
+from trio_vlm.prompts import check_conv_mode, prompt_for
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +99,7 @@ class TrioLlava(_Base):
     """A LLaVA-1.5 checkpoint pruned by any registered trio-vlm method (``method=vanilla``: unpruned).
 
     Model args: ``pretrained`` (default: the bundled tiny random model), ``method``, ``budget``, ``mode``,
-    ``preset``, ``device``, ``dtype``, ``device_map``, ``conv_mode``, ``pad_square``, ``max_new_tokens``.
+    ``device``, ``dtype``, ``device_map``, ``conv_mode``, ``pad_square``, ``max_new_tokens``.
     """
 
     is_simple = True
@@ -111,7 +110,6 @@ class TrioLlava(_Base):
         method: str = "trio",
         budget: int | str | None = 64,
         mode: str | None = None,
-        preset: str = "llava-1.5",
         device: str = "cpu",
         dtype: str = "auto",
         device_map: str | None = None,
@@ -129,8 +127,8 @@ class TrioLlava(_Base):
                 f"trio_llava answers one request at a time; batch_size must be 1, got {batch_size}"
             )
         vanilla = str(method).lower() == "vanilla"
-        self.spec = MethodSpec(
-            str(method), None if vanilla else _as_optional_int(budget, "budget"), mode or None, preset
+        self.request = MethodRequest(
+            str(method), None if vanilla else _as_optional_int(budget, "budget"), mode or None
         )
         world, rank = world_from_env()
         self._rank, self._world_size = rank, world
@@ -140,10 +138,12 @@ class TrioLlava(_Base):
             from trio_vlm.bundled import default_model_dir
 
             pretrained = str(default_model_dir())
-        self.method = self.spec.build(*model_shape(pretrained))
-        self._model, self.processor = load_model(pretrained, device, dtype, device_map or None)
+        self.method = self.request.build(model_shape(pretrained))
+        self._model, self.processor = load_model_and_processor(
+            pretrained, device, dtype, device_map=device_map or None
+        )
         self.conv_mode = conv_mode
-        prompt_for("", conv_mode)
+        check_conv_mode(conv_mode)
         self._fill = mean_colour(self.processor) if _as_bool(pad_square, "pad_square") else None
         self.max_new_tokens = int(max_new_tokens)
 
@@ -162,9 +162,13 @@ class TrioLlava(_Base):
             image = images[0].convert("RGB")
             if self._fill is not None:
                 image = expand_to_square(image, self._fill)
-            prompt, method = prompt_for(question, self.conv_mode), self.method
+            prompt, method = prompt_for(question, self.conv_mode, self.processor), self.method
         else:
-            image, prompt, method = None, text_only_prompt(question, self.conv_mode), None
+            image, prompt, method = (
+                None,
+                prompt_for(question, self.conv_mode, self.processor, image=False),
+                None,
+            )
         kwargs = generation_kwargs(
             int(gen.get("max_new_tokens", self.max_new_tokens)),
             float(gen.get("temperature", 0.0) or 0.0),

@@ -8,10 +8,10 @@ CLIP layer's own modules and LLaVA's projector, so the encoder keeps its fast at
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
-
-from trio_vlm.adapters.base import ModelAdapter
 
 
 def feature_input_index(feature_layer: int) -> int:
@@ -44,10 +44,9 @@ def patch_features(hidden_in: torch.Tensor) -> torch.Tensor:
     return hidden_in[..., 1:, :]
 
 
-def project_to_llm(adapter: ModelAdapter, features: torch.Tensor) -> torch.Tensor:
+def project_to_llm(adapter: Any, features: torch.Tensor) -> torch.Tensor:
     """LLaVA's multimodal projector applied to CLIP patch features (..., D_vision) -> (..., D_llm)."""
-    inner = getattr(adapter.model, "model", None)
-    projector = getattr(inner, "multi_modal_projector", None)
+    projector = adapter.multimodal_projector
     if projector is None:
         raise ValueError(
             f"{type(adapter.model).__name__} has no LLaVA multi_modal_projector: merged CLIP features cannot "

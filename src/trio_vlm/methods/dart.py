@@ -12,21 +12,15 @@ first ``(budget - 4) % 8`` pivots one more pick than the rest.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from trio_vlm.methods.base import Group, Selection, StageContext, TokenMethod
-from trio_vlm.methods.baseline_presets import (
-    check_budget,
-    check_llm_mode,
-    check_positions,
-    family_shape,
-    no_encoder_stage,
-)
+from trio_vlm.contract import Group, Selection, StageContext
+from trio_vlm.methods.base import LLMStages, check_choice, check_int
+from trio_vlm.methods.fastv import single_drop_config
 from trio_vlm.methods.llm_attention import rotary_keys, text_after_image
-from trio_vlm.schedule import Schedule
 
 #: DART's K on LLaVA-1.5 (the paper's default).
 DART_LAYER = 2
@@ -43,49 +37,43 @@ def pivot_quotas(n_picks: int, n_pivots: int, per_pivot: int | None) -> list[int
     return [base + (i < extra) for i in range(n_pivots)]
 
 
-@dataclass
-class DART(TokenMethod):
+@dataclass(frozen=True, kw_only=True)
+class DART(LLMStages):
     """Duplication-aware selection around key-norm pivots, once before layer K.
 
     Args:
         layer_list: layers run before each drop (official: one drop, ``[K]`` with K = 2).
         image_token_list: image tokens kept by each drop.
-        visual_token_num: must be ``None`` (no encoder stage).
         pivot_image, pivot_text: pivots among the image tokens / the tokens after the image (official 4 + 4).
         exact_budget: keep exactly the scheduled count (default); ``False`` reproduces the official
             ``TOKEN_TOPK = count // (pivot_image + pivot_text)`` picks per pivot (e.g. 196 kept for 192).
-        positions: ``"original"`` (official), ``"compact"`` or ``None``.
+        position_mode: ``"original"`` (official), ``"compact"`` or ``None``.
     """
 
     layer_list: tuple[int, ...] = (DART_LAYER,)
     image_token_list: tuple[int, ...] = (192,)
-    visual_token_num: int | None = None
     pivot_image: int = 4
     pivot_text: int = 4
     exact_budget: bool = True
-    positions: str | None = "original"
+    position_mode: str | None = "original"
 
     name: ClassVar[str] = "dart"
+    display_name: ClassVar[str] = "DART"
+    paper_name: ClassVar[str | None] = "DART"
+    table_order: ClassVar[int] = 40
 
     def __post_init__(self) -> None:
-        no_encoder_stage("DART", self.visual_token_num)
-        check_positions(self.positions)
-        if self.pivot_image < 1 or self.pivot_text < 0:
-            raise ValueError(
-                f"DART needs pivot_image >= 1 and pivot_text >= 0, got {self.pivot_image} and {self.pivot_text}"
-            )
-        self._schedule = Schedule(self.layer_list, self.image_token_list, None)
-        self.layer_list, self.image_token_list = self._schedule.layer_list, self._schedule.image_token_list
+        super().__post_init__()
+        check_int("pivot_image", self.pivot_image, low=1)
+        check_int("pivot_text", self.pivot_text, low=0)
+        check_choice("exact_budget", self.exact_budget, (True, False))
 
     @classmethod
-    def preset(cls, family: str, budget: int, mode: str | None = None, **overrides) -> DART:
-        """K=2 keeping exactly ``budget`` image tokens (LLaVA-1.5: 32-layer averages 216, 156, 100 for 192,
-        128, 64 — DART's budgets count tokens kept, not the layer average)."""
-        check_llm_mode("DART", mode)
-        _, visual = family_shape("DART", family)
-        return cls(
-            layer_list=(DART_LAYER,), image_token_list=(check_budget("DART", budget, visual),), **overrides
-        )
+    def reference_config(cls, family: str, budget: int, mode: str | None) -> dict[str, Any]:
+        """K=2 and the keep count whose average is closest to ``budget``, as FastV (LLaVA-1.5: 166/98/30 kept
+        for 192/128/64). DART's own scripts name the tokens kept after layer 2 instead (``--image-token-list
+        '[64]'`` reproduces that: a 100-token average)."""
+        return single_drop_config(family, budget, DART_LAYER)
 
     def select(self, ctx: StageContext) -> Selection:
         if ctx.previous_hidden is None or ctx.previous_kwargs is None:
@@ -98,23 +86,23 @@ class DART(TokenMethod):
         first_real = ctx.padding.int().argmax(1)
         kept, scores = [], []
         for g in ctx.groups:
-            same = [h.positions for h in ctx.groups if h.sample == g.sample]
-            text = text_after_image(same, g.positions, ctx.padding[g.sample])
+            same = [h.seq_index for h in ctx.groups if h.sample == g.sample]
+            text = text_after_image(same, g.seq_index, ctx.padding[g.sample])
             kept.append(
                 self._select_group(g, text, key_norm[g.sample], normed[g.sample], int(first_real[g.sample]))
             )
-            scores.append(key_norm[g.sample, g.positions])
+            scores.append(key_norm[g.sample, g.seq_index])
         return Selection(kept=kept, scores=scores)
 
     def _select_group(
         self, g: Group, text: torch.Tensor, key_norm: torch.Tensor, normed: torch.Tensor, offset: int
     ) -> torch.Tensor:
-        image_norm = key_norm[g.positions]
+        image_norm = key_norm[g.seq_index]
         n_image_pivots = min(self.pivot_image, g.keep)
         image_pivots = image_norm.topk(n_image_pivots).indices  # local indices
         text_pivots = text[key_norm[text].topk(min(self.pivot_text, text.numel())).indices]
         # Pivots by sequence index of the sample's unpadded prompt, visited in Python set order as officially.
-        pivot_seq = [int(p) - offset for p in g.positions[image_pivots]] + [
+        pivot_seq = [int(p) - offset for p in g.seq_index[image_pivots]] + [
             int(p) - offset for p in text_pivots
         ]
         order = list(set(pivot_seq))
@@ -122,7 +110,7 @@ class DART(TokenMethod):
         quotas = pivot_quotas(g.keep - n_image_pivots, len(order), per_pivot)
         free = torch.ones(g.size, dtype=torch.bool, device=image_norm.device)
         free[image_pivots] = False
-        image_feats = normed[g.positions]
+        image_feats = normed[g.seq_index]
         taken = [image_pivots]
         for seq_index, quota in zip(order, quotas):
             pool = free.nonzero().flatten()

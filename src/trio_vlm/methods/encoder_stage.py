@@ -1,53 +1,32 @@
-"""Shared plumbing of the methods that drop visual tokens once, before the first decoder layer."""
+"""What the methods that drop once, after the vision encoder + projector, share: their schedule and presets."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from trio_vlm.methods.base import TokenMethod
-from trio_vlm.schedule import Schedule
-
-#: Model families the encoder-side presets are written for, with their visual tokens per image.
-PRESET_FAMILIES = {"llava-1.5": 576}
+from trio_vlm import presets
+from trio_vlm.methods.base import EncoderStage
 
 
-@dataclass
-class EncoderStageMethod(TokenMethod):
-    """A method with one encoder stage keeping ``visual_token_num`` tokens per image and no LLM stages.
+@dataclass(frozen=True, kw_only=True)
+class EncoderStageMethod(EncoderStage):
+    """A method with one encoder stage keeping ``visual_token_num`` tokens per image (or the fraction
+    ``image_token_ratio``) and no LLM stages; compose it with an LLM-side method via
+    :class:`~trio_vlm.methods.compose.Compose` for those.
 
-    ``positions``: ``None`` (the family's convention; contiguous for LLaVA, as in the official code),
-    ``"compact"`` or ``"original"``. ``layer_list``/``image_token_list`` exist so every method shares the
-    schedule fields (CLI lists, preset scaling) and must stay empty: compose with an LLM-side method via
-    :class:`~trio_vlm.methods.compose.Compose` for LLM stages.
+    ``position_mode``: ``None`` (the family's convention; contiguous for LLaVA, as in the official code),
+    ``"compact"`` or ``"original"``.
     """
 
-    visual_token_num: int = 64
-    positions: str | None = None
-    layer_list: tuple[int, ...] = ()
-    image_token_list: tuple[int, ...] = ()
+    position_mode: str | None = None
 
-    def __post_init__(self) -> None:
-        if tuple(self.layer_list) or tuple(self.image_token_list):
-            raise ValueError(
-                f"{self.name} acts at the encoder stage only: layer_list and image_token_list must be empty, got "
-                f"{list(self.layer_list)} and {list(self.image_token_list)} (use Compose for LLM stages)"
-            )
-        if self.visual_token_num is None:
-            raise ValueError(
-                f"{self.name} needs visual_token_num (tokens per image kept at the encoder stage)"
-            )
-        self.layer_list, self.image_token_list = (), ()
-        self._schedule = Schedule(visual_token_num=self.visual_token_num)
-        if self.positions not in (None, "compact", "original"):
-            raise ValueError(f"positions must be None, 'compact' or 'original', got {self.positions!r}")
+    modes: ClassVar[tuple[str, ...]] = ("w_ve",)
 
-
-def check_preset(method: str, family: str, budget: int, mode: str | None) -> None:
-    """``ValueError`` unless ``family``/``budget``/``mode`` name an encoder-side preset."""
-    if family not in PRESET_FAMILIES:
-        raise ValueError(f"no {method} preset for family {family!r}; known: {', '.join(PRESET_FAMILIES)}")
-    limit = PRESET_FAMILIES[family]
-    if isinstance(budget, bool) or not isinstance(budget, int) or not 1 <= budget <= limit:
-        raise ValueError(f"{method} preset budget must be an integer in 1..{limit}, got {budget!r}")
-    if mode is not None:
-        raise ValueError(f"{method} has a single encoder stage and no modes, got mode={mode!r}")
+    @classmethod
+    def reference_config(cls, family: str, budget: int, mode: str | None) -> dict[str, Any]:
+        """``budget`` tokens per image on LLaVA-1.5 (the encoder stage is the whole schedule, so the count is
+        the per-layer average)."""
+        if family != presets.DEFAULT_FAMILY:
+            raise presets.NoPreset(f"no published {cls.display_name} count for {family}")
+        return {"visual_token_num": budget}

@@ -8,57 +8,63 @@ the image tokens and keep the top ones; the kept tokens keep their original posi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from trio_vlm.methods.base import Selection, StageContext, TokenMethod
-from trio_vlm.methods.baseline_presets import (
-    check_budget,
-    check_llm_mode,
-    check_positions,
-    family_shape,
-    no_encoder_stage,
-    single_drop_keep,
-)
+from trio_vlm import presets
+from trio_vlm.contract import Selection, StageContext
+from trio_vlm.methods.base import LLMStages
 from trio_vlm.methods.llm_attention import head_mean_attention
 from trio_vlm.methods.nms import topk_select
-from trio_vlm.schedule import Schedule
 
 #: FastV's K on LLaVA-1.5 in our presets (the paper's default).
 FASTV_LAYER = 2
 
 
-@dataclass
-class FastV(TokenMethod):
+def single_drop_keep(budget: int, layer: int, num_layers: int, num_visual: int) -> int:
+    """Tokens one drop after ``layer`` layers must keep so the ``num_layers``-layer average is ``budget``
+    (rounded to the nearest integer; ``NoPreset`` when no count in 1..num_visual gets there)."""
+    keep = round((num_layers * budget - layer * num_visual) / (num_layers - layer))
+    if not 1 <= keep <= num_visual:
+        raise presets.NoPreset(
+            f"an average of {budget} visual tokens is out of reach with one drop after layer {layer} "
+            f"({num_layers} layers, {num_visual} tokens)"
+        )
+    return keep
+
+
+def single_drop_config(family: str, budget: int, layer: int) -> dict[str, Any]:
+    """One drop after ``layer`` layers on ``family``'s reference model, averaging ``budget`` tokens."""
+    if family != presets.DEFAULT_FAMILY:
+        raise presets.NoPreset(f"no published single-drop schedule for {family}")
+    shape = presets.REFERENCE_SHAPES[family]
+    keep = single_drop_keep(budget, layer, shape.num_layers, shape.visual)
+    return {"layer_list": (layer,), "image_token_list": (keep,)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FastV(LLMStages):
     """Last-token → image attention of the layer before each drop, mean over heads; top-k; no merging.
 
     Args:
         layer_list: layers run before each drop (official: one drop, ``[K]``).
-        image_token_list: image tokens kept by each drop.
-        visual_token_num: must be ``None`` (no encoder stage).
-        positions: ``"original"`` (official: kept tokens keep their position ids), ``"compact"`` or ``None``.
+        image_token_list: image tokens kept by each drop (or ``image_token_ratio_list``: fractions).
+        position_mode: ``"original"`` (official: kept tokens keep their position ids), ``"compact"`` or ``None``.
     """
 
     layer_list: tuple[int, ...] = (FASTV_LAYER,)
     image_token_list: tuple[int, ...] = (166,)
-    visual_token_num: int | None = None
-    positions: str | None = "original"
+    position_mode: str | None = "original"
 
     name: ClassVar[str] = "fastv"
-
-    def __post_init__(self) -> None:
-        no_encoder_stage("FastV", self.visual_token_num)
-        check_positions(self.positions)
-        self._schedule = Schedule(self.layer_list, self.image_token_list, None)
-        self.layer_list, self.image_token_list = self._schedule.layer_list, self._schedule.image_token_list
+    display_name: ClassVar[str] = "FastV"
+    paper_name: ClassVar[str | None] = "FastV"
+    table_order: ClassVar[int] = 10
 
     @classmethod
-    def preset(cls, family: str, budget: int, mode: str | None = None, **overrides) -> FastV:
-        """K=2 and the keep count whose ``family``-depth average is closest to ``budget`` (LLaVA-1.5: 192→166,
-        128→98, 64→30 kept after layer 2, i.e. averages 191.625, 127.875, 64.125)."""
-        check_llm_mode("FastV", mode)
-        layers, visual = family_shape("FastV", family)
-        keep = single_drop_keep(check_budget("FastV", budget, visual), FASTV_LAYER, layers, visual)
-        return cls(layer_list=(FASTV_LAYER,), image_token_list=(keep,), **overrides)
+    def reference_config(cls, family: str, budget: int, mode: str | None) -> dict[str, Any]:
+        """K=2 and the keep count whose average is closest to ``budget`` (LLaVA-1.5: 192→166, 128→98, 64→30
+        kept after layer 2, i.e. averages 191.625, 127.875, 64.125)."""
+        return single_drop_config(family, budget, FASTV_LAYER)
 
     def select(self, ctx: StageContext) -> Selection:
         if ctx.previous_hidden is None or ctx.previous_kwargs is None:
@@ -69,5 +75,5 @@ class FastV(TokenMethod):
         attn = head_mean_attention(
             ctx.adapter, ctx.layer_index - 1, ctx.previous_hidden, ctx.previous_kwargs, rows, ctx.padding
         )[:, 0]
-        scores = [attn[g.sample, g.positions] for g in ctx.groups]
+        scores = [attn[g.sample, g.seq_index] for g in ctx.groups]
         return Selection(kept=[topk_select(s, g.keep) for s, g in zip(scores, ctx.groups)], scores=scores)

@@ -7,14 +7,14 @@ the projected features with the head-averaged [CLS] attention of vision layer -2
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from trio_vlm.methods.base import Selection, StageContext
-from trio_vlm.methods.encoder_stage import EncoderStageMethod, check_preset
+from trio_vlm.contract import Selection, StageContext
+from trio_vlm.methods.base import check_choice, check_float, check_int
+from trio_vlm.methods.encoder_stage import EncoderStageMethod
 
 EPS = 1e-6
 
@@ -106,7 +106,7 @@ def holov_select(
     return torch.sort(order[rank < alloc[crop]]).values
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class HoloV(EncoderStageMethod):
     """Keep ``visual_token_num`` projected visual tokens per image, spread over contiguous crops by score.
 
@@ -127,21 +127,18 @@ class HoloV(EncoderStageMethod):
     reallocate: bool = True
 
     name: ClassVar[str] = "holov"
+    display_name: ClassVar[str] = "HoloV"
+    paper_name: ClassVar[str | None] = "HoloV"
+    table_order: ClassVar[int] = 70
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.crops is not None and (isinstance(self.crops, bool) or self.crops < 1):
-            raise ValueError(f"crops must be a positive integer or None, got {self.crops!r}")
-        if not math.isfinite(self.alpha) or not math.isfinite(self.attention_scale):
-            raise ValueError(
-                f"alpha and attention_scale must be finite, got {self.alpha}, {self.attention_scale}"
-            )
-
-    @classmethod
-    def preset(cls, family: str, budget: int, mode: str | None = None, **overrides) -> HoloV:
-        """``budget`` tokens per image; crops 5/8/16 at 192/128/64 on LLaVA-1.5 (``int(1024/576·576/budget)``)."""
-        check_preset("HoloV", family, budget, mode)
-        return cls(visual_token_num=budget, **overrides)
+        if self.crops is not None:
+            check_int("crops", self.crops, low=1)
+        check_float("alpha", self.alpha)
+        check_float("attention_scale", self.attention_scale)
+        check_int("attention_layer", self.attention_layer)
+        check_choice("reallocate", self.reallocate, (True, False))
 
     def crops_for(self, n_tokens: int, keep: int) -> int:
         return min(n_tokens, self.crops) if self.crops is not None else default_crops(n_tokens, keep)
@@ -154,7 +151,7 @@ class HoloV(EncoderStageMethod):
         kept, scores = [], []
         for g in ctx.groups:
             attn = attention[g.image_row].float()
-            feats = ctx.hidden[g.sample, g.positions]
+            feats = ctx.hidden[g.sample, g.seq_index]
             idx = holov_select(
                 feats,
                 attn,

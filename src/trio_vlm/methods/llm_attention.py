@@ -10,11 +10,9 @@ from typing import Any
 
 import torch
 
-from trio_vlm.adapters.base import ModelAdapter, apply_rope
-
 
 def head_mean_attention(
-    adapter: ModelAdapter,
+    adapter: Any,
     index: int,
     hidden: torch.Tensor,
     layer_kwargs: dict[str, Any],
@@ -27,21 +25,9 @@ def head_mean_attention(
     return adapter.attention_probs(index, hidden, rows, cos, sin, padding).mean(1)
 
 
-def rotary_keys(
-    adapter: ModelAdapter, index: int, hidden: torch.Tensor, layer_kwargs: dict[str, Any]
-) -> torch.Tensor:
-    """(B, S, H_kv·d) post-RoPE keys of decoder layer ``index`` (input norm → k_proj → RoPE), heads concatenated.
-
-    Llama-style layer layout (``input_layernorm``, ``self_attn.k_proj``); key-value heads are not repeated for
-    grouped-query attention (repetition scales every L1 norm by the same factor, so rankings are unchanged).
-    """
-    layer = adapter.decoder_layers[index]
-    attn = layer.self_attn
-    bsz, seq, _ = hidden.shape
-    k = attn.k_proj(layer.input_layernorm(hidden)).view(bsz, seq, -1, attn.head_dim).transpose(1, 2)
-    cos, sin = layer_kwargs["position_embeddings"]
-    k = apply_rope(k, cos.expand(bsz, -1, -1), sin.expand(bsz, -1, -1))
-    return k.transpose(1, 2).reshape(bsz, seq, -1)
+def rotary_keys(adapter: Any, index: int, hidden: torch.Tensor, layer_kwargs: dict[str, Any]) -> torch.Tensor:
+    """(B, S, H_kv·d) post-RoPE keys of decoder layer ``index`` (input norm → k_proj → RoPE), from its input."""
+    return adapter.rotary_keys(index, hidden, layer_kwargs)
 
 
 def text_after_image(

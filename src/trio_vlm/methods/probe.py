@@ -14,8 +14,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from trio_vlm.adapters.base import ModelAdapter
-
 
 def loss_positions(
     last_valid: torch.Tensor, k_positions: int, include_last: bool
@@ -53,7 +51,7 @@ def _default_scale(dtype: torch.dtype) -> float:
 
 
 def reference_saliency(
-    adapter: ModelAdapter,
+    adapter: Any,
     layer_index: int,
     hidden: torch.Tensor,
     layer_kwargs: dict[str, Any],
@@ -117,7 +115,7 @@ def _head_chunk(device: torch.device, vocab: int) -> int:
 
 
 def fast_saliency(
-    adapter: ModelAdapter,
+    adapter: Any,
     layer_index: int,
     hidden: torch.Tensor,
     layer_kwargs: dict[str, Any],

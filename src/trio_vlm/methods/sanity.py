@@ -1,21 +1,21 @@
 """Sanity baselines: a seeded random subset and a spatially strided (uniform) subset of the visual tokens.
 
-Their presets drop once at the encoder stage (before the first decoder layer, so the budget is also the
-per-layer average); both work at LLM stages too.
+Their presets drop once at the encoder stage (``"w_ve"``, the default: before the first decoder layer, so the
+budget is also the per-layer average) or once after FastV's layer (``"wo_ve"``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
-from trio_vlm.methods.base import Group, Selection, StageContext, TokenMethod
-from trio_vlm.methods.baseline_presets import check_budget, check_positions, family_shape, single_drop_keep
-from trio_vlm.methods.fastv import FASTV_LAYER
-from trio_vlm.schedule import Schedule
+from trio_vlm import presets
+from trio_vlm.contract import Group, Selection, StageContext
+from trio_vlm.methods.base import LLMStages, check_int
+from trio_vlm.methods.fastv import FASTV_LAYER, single_drop_config
 
 
 def strided(n: int, k: int) -> torch.Tensor:
@@ -48,32 +48,41 @@ def _square_grid(g: Group) -> int | None:
     return side if side * side == g.size and contiguous else None
 
 
-def _make_schedule(
-    method: str, layers: tuple[int, ...], counts: tuple[int, ...], visual_token_num: int | None
-) -> Schedule:
-    """The schedule, which must have at least one stage."""
-    schedule = Schedule(layers, counts, visual_token_num)
-    if not schedule.layer_list and not schedule.has_encoder_stage:
-        raise ValueError(f"{method} needs a stage: set visual_token_num and/or layer_list + image_token_list")
-    return schedule
-
-
-def _sanity_schedule(method: str, family: str, budget: int, mode: str | None) -> dict:
-    """Schedule fields of a sanity preset: the encoder stage (mode None/"w_ve") or FastV's drop ("wo_ve")."""
-    layers, visual = family_shape(method, family)
-    budget = check_budget(method, budget, visual)
-    if mode in (None, "w_ve"):
-        return {"layer_list": (), "image_token_list": (), "visual_token_num": budget}
+def sanity_config(family: str, budget: int, mode: str | None) -> dict[str, Any]:
+    """``budget`` tokens kept at the encoder stage (``"w_ve"``), or FastV's schedule with the same average
+    (``"wo_ve"``)."""
     if mode == "wo_ve":
-        keep = single_drop_keep(budget, FASTV_LAYER, layers, visual)
-        return {"layer_list": (FASTV_LAYER,), "image_token_list": (keep,), "visual_token_num": None}
-    raise ValueError(
-        f"{method} mode must be None, 'w_ve' (encoder stage) or 'wo_ve' (FastV's schedule), got {mode!r}"
-    )
+        return {"visual_token_num": None, **single_drop_config(family, budget, FASTV_LAYER)}
+    if family != presets.DEFAULT_FAMILY:
+        raise presets.NoPreset(f"no published encoder-stage count for {family}")
+    return {"visual_token_num": budget, "layer_list": (), "image_token_list": ()}
 
 
-@dataclass
-class Random(TokenMethod):
+@dataclass(frozen=True, kw_only=True)
+class SanityMethod(LLMStages):
+    """Schedule fields of the sanity baselines: an encoder stage and/or LLM stages (at least one)."""
+
+    visual_token_num: int | None = None
+    image_token_ratio: float | None = None
+    position_mode: str | None = None
+
+    modes: ClassVar[tuple[str, ...]] = ("w_ve", "wo_ve")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        schedule = self.schedule()
+        if not schedule.layer_list and not schedule.has_encoder_stage:
+            raise ValueError(
+                f"{self.name} needs a stage: set visual_token_num and/or layer_list + image_token_list"
+            )
+
+    @classmethod
+    def reference_config(cls, family: str, budget: int, mode: str | None) -> dict[str, Any]:
+        return sanity_config(family, budget, mode)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Random(SanityMethod):
     """A uniformly random subset of each image's tokens at every stage (seeded).
 
     Draws come from one generator seeded with ``seed`` when the method is built: a fresh method with the same
@@ -81,28 +90,17 @@ class Random(TokenMethod):
     the top ones).
     """
 
-    layer_list: tuple[int, ...] = ()
-    image_token_list: tuple[int, ...] = ()
-    visual_token_num: int | None = None
     seed: int = 0
-    positions: str | None = None
     _generator: torch.Generator = field(init=False, repr=False, compare=False)
 
     name: ClassVar[str] = "random"
+    display_name: ClassVar[str] = "random"
+    table_order: ClassVar[int] = 900
 
     def __post_init__(self) -> None:
-        check_positions(self.positions)
-        self._schedule = _make_schedule(
-            self.name, self.layer_list, self.image_token_list, self.visual_token_num
-        )
-        self.layer_list, self.image_token_list = self._schedule.layer_list, self._schedule.image_token_list
-        self._generator = torch.Generator().manual_seed(int(self.seed))
-
-    @classmethod
-    def preset(cls, family: str, budget: int, mode: str | None = None, **overrides) -> Random:
-        """``budget`` tokens kept at the encoder stage (``mode`` None/``"w_ve"``), or FastV's schedule with the
-        same average (``"wo_ve"``)."""
-        return cls(**_sanity_schedule("Random", family, budget, mode), **overrides)
+        super().__post_init__()
+        check_int("seed", self.seed)
+        object.__setattr__(self, "_generator", torch.Generator().manual_seed(int(self.seed)))
 
     def select(self, ctx: StageContext) -> Selection:
         kept, scores = [], []
@@ -113,30 +111,14 @@ class Random(TokenMethod):
         return Selection(kept=kept, scores=scores)
 
 
-@dataclass
-class Uniform(TokenMethod):
+@dataclass(frozen=True, kw_only=True)
+class Uniform(SanityMethod):
     """A spatially strided subset: an even lattice on a whole square image (:func:`lattice`), else an even
     1-D stride over the remaining tokens in order. Scores mark the kept tokens with 1, the others with 0."""
 
-    layer_list: tuple[int, ...] = ()
-    image_token_list: tuple[int, ...] = ()
-    visual_token_num: int | None = None
-    positions: str | None = None
-
     name: ClassVar[str] = "uniform"
-
-    def __post_init__(self) -> None:
-        check_positions(self.positions)
-        self._schedule = _make_schedule(
-            self.name, self.layer_list, self.image_token_list, self.visual_token_num
-        )
-        self.layer_list, self.image_token_list = self._schedule.layer_list, self._schedule.image_token_list
-
-    @classmethod
-    def preset(cls, family: str, budget: int, mode: str | None = None, **overrides) -> Uniform:
-        """``budget`` tokens kept at the encoder stage (``mode`` None/``"w_ve"``), or FastV's schedule with the
-        same average (``"wo_ve"``)."""
-        return cls(**_sanity_schedule("Uniform", family, budget, mode), **overrides)
+    display_name: ClassVar[str] = "uniform"
+    table_order: ClassVar[int] = 910
 
     def select(self, ctx: StageContext) -> Selection:
         kept, scores = [], []

@@ -6,16 +6,16 @@ Official code: kinredon/SCOPE ``scope/clip_encoder.py`` (``CLIPVisionTower_SCOPE
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from trio_vlm.methods.base import Selection, StageContext
+from trio_vlm.contract import Selection, StageContext
+from trio_vlm.methods.base import check_choice, check_float, check_int
 from trio_vlm.methods.clip_features import feature_input_index, patch_features
-from trio_vlm.methods.encoder_stage import EncoderStageMethod, check_preset
+from trio_vlm.methods.encoder_stage import EncoderStageMethod
 
 COMBINES = ("multi", "add")
 
@@ -50,7 +50,7 @@ def scope_select(
     return torch.sort(order).values, first
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class SCOPE(EncoderStageMethod):
     """Keep ``visual_token_num`` patches per image chosen by saliency-weighted coverage of CLIP features.
 
@@ -69,32 +69,28 @@ class SCOPE(EncoderStageMethod):
     feature_layer: int = -2
 
     name: ClassVar[str] = "scope"
+    display_name: ClassVar[str] = "SCOPE"
+    paper_name: ClassVar[str | None] = "SCOPE"
+    table_order: ClassVar[int] = 80
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.combine not in COMBINES:
-            raise ValueError(f"combine must be one of {COMBINES}, got {self.combine!r}")
-        if not math.isfinite(self.alpha):
-            raise ValueError(f"alpha must be finite, got {self.alpha}")
-        self._feature_input = feature_input_index(self.feature_layer)
-
-    @classmethod
-    def preset(cls, family: str, budget: int, mode: str | None = None, **overrides) -> SCOPE:
-        """``num_token = budget`` (192/128/64 on LLaVA-1.5), alpha 1."""
-        check_preset("SCOPE", family, budget, mode)
-        return cls(visual_token_num=budget, **overrides)
+        check_choice("combine", self.combine, COMBINES)
+        check_float("alpha", self.alpha)
+        check_int("attention_layer", self.attention_layer)
+        feature_input_index(self.feature_layer)  # validates
 
     def cls_attention_layers(self) -> tuple[int, ...]:
         return (self.attention_layer,)
 
     def vision_layer_inputs(self) -> tuple[int, ...]:
-        return (self._feature_input,)
+        return (feature_input_index(self.feature_layer),)
 
     def select(self, ctx: StageContext) -> Selection:
         # The official code sums the [CLS] row over heads; the engine delivers the head mean.
         heads = ctx.adapter.vision_layers[self.attention_layer].self_attn.num_heads
         attention = ctx.cls_attention[self.attention_layer].float() * heads
-        features = ctx.vision_inputs[self._feature_input]
+        features = ctx.vision_inputs[feature_input_index(self.feature_layer)]
         kept, scores = [], []
         for g in ctx.groups:
             feats = patch_features(features[g.image_row])

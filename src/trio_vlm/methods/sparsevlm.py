@@ -17,22 +17,22 @@ a cluster is kept at the slot of its density-peak token, not appended after the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
-from trio_vlm.methods.base import Selection, StageContext, TokenMethod
-from trio_vlm.methods.baseline_presets import check_llm_mode, check_positions, family_shape, no_encoder_stage
+from trio_vlm import presets
+from trio_vlm.contract import Selection, Stage, StageContext
+from trio_vlm.methods.base import LLMStages, check_choice
 from trio_vlm.methods.density_peaks import cluster_means, density_peak_clusters
 from trio_vlm.methods.llm_attention import head_mean_attention, text_after_image
 from trio_vlm.methods.nms import topk_select
-from trio_vlm.schedule import Schedule
 
 # score.py: pruning_loc [2, 6, 15] (0-based layers whose output is pruned) and the per-budget kept counts.
-PRESETS: dict[tuple[str, int], tuple[tuple[int, ...], tuple[int, ...]]] = {
-    ("llava-1.5", 192): ((3, 7, 16), (300, 200, 110)),
-    ("llava-1.5", 128): ((3, 7, 16), (303, 110, 36)),
-    ("llava-1.5", 64): ((3, 7, 16), (66, 30, 17)),
+PUBLISHED: dict[tuple[str, int, str | None], dict[str, Any]] = {
+    ("llava-1.5", 192, "wo_ve"): {"layer_list": (3, 7, 16), "image_token_list": (300, 200, 110)},
+    ("llava-1.5", 128, "wo_ve"): {"layer_list": (3, 7, 16), "image_token_list": (303, 110, 36)},
+    ("llava-1.5", 64, "wo_ve"): {"layer_list": (3, 7, 16), "image_token_list": (66, 30, 17)},
 }
 RECYCLE_SHARE = 0.3
 TOKENS_PER_CLUSTER = 10
@@ -55,44 +55,40 @@ def rater_positions(hidden_row: torch.Tensor, visual: torch.Tensor, text: torch.
     return raters if raters.numel() else text
 
 
-@dataclass
-class SparseVLM(TokenMethod):
+@dataclass(frozen=True, kw_only=True)
+class SparseVLM(LLMStages):
     """Rater-text → image attention of the layer before each drop; top-k; recycled clusters of the dropped.
 
     Args:
         layer_list: layers run before each drop (official ``pruning_loc`` + 1: ``[3, 7, 16]``).
         image_token_list: image tokens kept by score at each drop; each drop also keeps one token per cluster
             (see :func:`recycled_counts`), as the official code does.
-        visual_token_num: must be ``None`` (no encoder stage).
         recycle: ``False`` drops without recycling (ablation).
-        positions: ``"compact"`` (official renumbering), ``"original"`` or ``None``.
+        position_mode: ``"compact"`` (official renumbering), ``"original"`` or ``None``.
     """
 
     layer_list: tuple[int, ...] = (3, 7, 16)
     image_token_list: tuple[int, ...] = (66, 30, 17)
-    visual_token_num: int | None = None
     recycle: bool = True
-    positions: str | None = "compact"
+    position_mode: str | None = "compact"
 
     name: ClassVar[str] = "sparsevlm"
+    display_name: ClassVar[str] = "SparseVLM"
+    paper_name: ClassVar[str | None] = "SparseVLM"
+    table_order: ClassVar[int] = 30
 
     def __post_init__(self) -> None:
-        no_encoder_stage("SparseVLM", self.visual_token_num)
-        check_positions(self.positions)
-        self._schedule = Schedule(self.layer_list, self.image_token_list, None)
-        self.layer_list, self.image_token_list = self._schedule.layer_list, self._schedule.image_token_list
+        super().__post_init__()
+        check_choice("recycle", self.recycle, (True, False))
 
     @classmethod
-    def preset(cls, family: str, budget: int, mode: str | None = None, **overrides) -> SparseVLM:
-        """The official 192/128/64 schedules (score.py) for ``family``."""
-        check_llm_mode("SparseVLM", mode)
-        family_shape("SparseVLM", family)
-        key = (family, budget)
-        if key not in PRESETS:
-            known = [b for _, b in PRESETS]
-            raise ValueError(f"no SparseVLM preset for {family!r} budget={budget}; known budgets: {known}")
-        layers, counts = PRESETS[key]
-        return cls(layer_list=layers, image_token_list=counts, **overrides)
+    def reference_config(cls, family: str, budget: int, mode: str | None) -> dict[str, Any]:
+        """The official 192/128/64 schedules (score.py); other budgets: the nearest, fitted."""
+        return presets.published_schedule(cls, PUBLISHED, family, budget, mode)
+
+    def stage_output(self, stage: Stage, keep: int, available: int) -> int:
+        """Kept tokens plus one merged token per cluster of the recycled dropped ones."""
+        return keep + (recycled_counts(available - keep)[1] if self.recycle else 0)
 
     def select(self, ctx: StageContext) -> Selection:
         if ctx.previous_hidden is None or ctx.previous_kwargs is None:
@@ -107,7 +103,7 @@ class SparseVLM(TokenMethod):
                 kept.append(top)
                 replacement.append(None)
                 continue
-            idx, feats = self._recycle(ctx.hidden[g.sample, g.positions], s, top)
+            idx, feats = self._recycle(ctx.hidden[g.sample, g.seq_index], s, top)
             kept.append(idx)
             replacement.append(feats)
         return Selection(kept=kept, scores=scores, replacement=replacement)
@@ -118,11 +114,11 @@ class SparseVLM(TokenMethod):
         hidden = ctx.previous_hidden
         raters: list[torch.Tensor] = []
         for g in ctx.groups:
-            same = [h.positions for h in ctx.groups if h.sample == g.sample]
-            text = text_after_image(same, g.positions, ctx.padding[g.sample])
+            same = [h.seq_index for h in ctx.groups if h.sample == g.sample]
+            text = text_after_image(same, g.seq_index, ctx.padding[g.sample])
             if text.numel() == 0:
                 text = ctx.last_valid[g.sample].reshape(1)
-            raters.append(rater_positions(hidden[g.sample], g.positions, text))
+            raters.append(rater_positions(hidden[g.sample], g.seq_index, text))
         per_sample = [[] for _ in range(hidden.shape[0])]
         for i, g in enumerate(ctx.groups):
             per_sample[g.sample].append(i)
@@ -142,7 +138,7 @@ class SparseVLM(TokenMethod):
         out = []
         for i, g in enumerate(ctx.groups):
             lo, hi = spans[i]
-            out.append(attn[g.sample, lo:hi][:, g.positions].mean(0))
+            out.append(attn[g.sample, lo:hi][:, g.seq_index].mean(0))
         return out
 
     @staticmethod

@@ -2,53 +2,83 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
-from trio_vlm.methods.base import Group, Selection, StageContext, TokenMethod
+from trio_vlm import presets
+from trio_vlm.contract import Group, Selection, Stage, StageContext
+from trio_vlm.methods.base import TokenMethod, check_choice, check_float, check_int
 from trio_vlm.methods.nms import nms_select_batched, nms_select_loop, topk_select
 from trio_vlm.methods.probe import fast_saliency, reference_saliency
 from trio_vlm.methods.window_global import merge_into_nearest, window_global_select
 from trio_vlm.methods.window_grid import RULES, grid_window_global_select
-from trio_vlm.schedule import Schedule
 
-# (family, budget, mode) -> (visual_token_num, layer_list, image_token_list)
-PRESETS: dict[tuple[str, int, str], tuple[int | None, tuple[int, ...], tuple[int, ...]]] = {
+# (family, budget, mode) -> schedule fields on the family's reference model (trio_vlm.presets.REFERENCE_SHAPES).
+PUBLISHED: dict[tuple[str, int, str], dict[str, Any]] = {
     # Reference scripts (ocy1/TRIO llava/model/scripts/v1_5/eval/*.sh and README).
-    ("llava-1.5", 64, "wo_ve"): (None, (1, 10, 15), (92, 54, 22)),
-    ("llava-1.5", 128, "wo_ve"): (None, (1, 10, 15), (218, 128, 54)),
-    ("llava-1.5", 64, "w_ve"): (96, (16,), (32,)),
+    ("llava-1.5", 64, "wo_ve"): {"layer_list": (1, 10, 15), "image_token_list": (92, 54, 22)},
+    ("llava-1.5", 128, "wo_ve"): {"layer_list": (1, 10, 15), "image_token_list": (218, 128, 54)},
+    ("llava-1.5", 64, "w_ve"): {"visual_token_num": 96, "layer_list": (16,), "image_token_list": (32,)},
     # Our choices where the scripts are silent: same layers, counts giving an exact 32-layer average.
-    ("llava-1.5", 192, "wo_ve"): (None, (1, 10, 15), (344, 202, 86)),
-    ("llava-1.5", 128, "w_ve"): (192, (16,), (64,)),
-    ("llava-1.5", 192, "w_ve"): (288, (16,), (96,)),
-}
-
-# Families with a variable number of visual tokens per image: fractions instead of counts.
-# (family, budget, mode) -> (image_token_ratio, layer_list, image_token_ratio_list). A budget B means the
-# LLaVA-1.5-equivalent share B/576 of the visual tokens on average over the layers (64 → 11.1%).
-# Reference: Qwen2.5-VL-7B w/ VE 64 (TRIO.md §6). Our choices: the other Qwen2.5-VL budgets keep its shape
-# (encoder share 1.5·B/576, one third of it after half the layers); LLaVA-NeXT (32 layers) uses LLaVA-1.5's
-# layers with its counts turned into fractions of the tokens each stage receives.
-RATIO_PRESETS: dict[tuple[str, int, str], tuple[float | None, tuple[int, ...], tuple[float, ...]]] = {
-    ("qwen2.5-vl", 64, "w_ve"): (0.167, (14,), (0.333,)),
-    ("qwen2.5-vl", 128, "w_ve"): (0.333, (14,), (0.333,)),
-    ("qwen2.5-vl", 192, "w_ve"): (0.5, (14,), (0.333,)),
-    ("qwen2.5-vl", 64, "wo_ve"): (None, (1, 9, 13), (0.160, 0.587, 0.407)),
-    ("qwen2.5-vl", 128, "wo_ve"): (None, (1, 9, 13), (0.378, 0.587, 0.422)),
-    ("qwen2.5-vl", 192, "wo_ve"): (None, (1, 9, 13), (0.597, 0.587, 0.426)),
-    ("llava-next", 64, "w_ve"): (0.167, (16,), (0.333,)),
-    ("llava-next", 128, "w_ve"): (0.333, (16,), (0.333,)),
-    ("llava-next", 192, "w_ve"): (0.5, (16,), (0.333,)),
-    ("llava-next", 64, "wo_ve"): (None, (1, 10, 15), (0.160, 0.587, 0.407)),
-    ("llava-next", 128, "wo_ve"): (None, (1, 10, 15), (0.378, 0.587, 0.422)),
-    ("llava-next", 192, "wo_ve"): (None, (1, 10, 15), (0.597, 0.587, 0.426)),
+    ("llava-1.5", 192, "wo_ve"): {"layer_list": (1, 10, 15), "image_token_list": (344, 202, 86)},
+    ("llava-1.5", 128, "w_ve"): {"visual_token_num": 192, "layer_list": (16,), "image_token_list": (64,)},
+    ("llava-1.5", 192, "w_ve"): {"visual_token_num": 288, "layer_list": (16,), "image_token_list": (96,)},
+    # Families with a variable number of visual tokens per image: fractions instead of counts. A budget B
+    # means the LLaVA-1.5-equivalent share B/576 of the visual tokens on average over the layers (64 → 11.1%).
+    # Reference: Qwen2.5-VL-7B w/ VE 64 (TRIO.md §6). Our choices: the other Qwen2.5-VL budgets keep its shape
+    # (encoder share 1.5·B/576, one third of it after half the layers); LLaVA-NeXT (32 layers) uses
+    # LLaVA-1.5's layers with its counts turned into fractions of the tokens each stage receives.
+    ("qwen2.5-vl", 64, "w_ve"): {
+        "image_token_ratio": 0.167,
+        "layer_list": (14,),
+        "image_token_ratio_list": (0.333,),
+    },
+    ("qwen2.5-vl", 128, "w_ve"): {
+        "image_token_ratio": 0.333,
+        "layer_list": (14,),
+        "image_token_ratio_list": (0.333,),
+    },
+    ("qwen2.5-vl", 192, "w_ve"): {
+        "image_token_ratio": 0.5,
+        "layer_list": (14,),
+        "image_token_ratio_list": (0.333,),
+    },
+    ("qwen2.5-vl", 64, "wo_ve"): {"layer_list": (1, 9, 13), "image_token_ratio_list": (0.160, 0.587, 0.407)},
+    ("qwen2.5-vl", 128, "wo_ve"): {"layer_list": (1, 9, 13), "image_token_ratio_list": (0.378, 0.587, 0.422)},
+    ("qwen2.5-vl", 192, "wo_ve"): {"layer_list": (1, 9, 13), "image_token_ratio_list": (0.597, 0.587, 0.426)},
+    ("llava-next", 64, "w_ve"): {
+        "image_token_ratio": 0.167,
+        "layer_list": (16,),
+        "image_token_ratio_list": (0.333,),
+    },
+    ("llava-next", 128, "w_ve"): {
+        "image_token_ratio": 0.333,
+        "layer_list": (16,),
+        "image_token_ratio_list": (0.333,),
+    },
+    ("llava-next", 192, "w_ve"): {
+        "image_token_ratio": 0.5,
+        "layer_list": (16,),
+        "image_token_ratio_list": (0.333,),
+    },
+    ("llava-next", 64, "wo_ve"): {"layer_list": (1, 10, 15), "image_token_ratio_list": (0.160, 0.587, 0.407)},
+    ("llava-next", 128, "wo_ve"): {
+        "layer_list": (1, 10, 15),
+        "image_token_ratio_list": (0.378, 0.587, 0.422),
+    },
+    ("llava-next", 192, "wo_ve"): {
+        "layer_list": (1, 10, 15),
+        "image_token_ratio_list": (0.597, 0.587, 0.426),
+    },
 }
 # Encoder-stage settings per family (TRIO.md §5): Qwen2.5-VL-7B's reference reads the first full-attention
 # vision block (7) and the last one, windows of 4 on the merged grid, with the capped local rule.
-FAMILY_ENCODER = {"qwen2.5-vl": {"shallow_layer": 7, "deep_layer": -1, "window": 4, "window_rule": "capped"}}
+FAMILY_ENCODER: dict[str, dict[str, Any]] = {
+    "qwen2.5-vl": {"shallow_layer": 7, "deep_layer": -1, "window": 4, "window_rule": "capped"}
+}
 
 
 def _whole_square(g: Group) -> bool:
@@ -60,14 +90,20 @@ def _whole_square(g: Group) -> bool:
     return side * side == g.size and bool((g.row * side + g.col == raster).all())
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class TRIO(TokenMethod):
     """Gradient saliency of a layer-local proxy loss + feature-space NMS; optional [CLS]-attention encoder stage.
+
+    Follows ocy1/TRIO ``llava/model/modeling_llama_x.py::LlamaModel_X.layer_prune`` (LLM stages) and
+    ``llava/model/llava_arch.py::encode_images`` (encoder stage).
 
     Args:
         layer_list: 1-based counts of decoder layers run before each LLM drop.
         image_token_list: visual tokens per image kept at each LLM drop.
         visual_token_num: tokens per image kept by the encoder stage (``None``: no encoder stage).
+        image_token_ratio: encoder stage as a fraction of each image's tokens (instead of ``visual_token_num``).
+        image_token_ratio_list: LLM stages as fractions of the tokens each receives (instead of
+            ``image_token_list``); for Qwen2.5-VL / LLaVA-NeXT's variable token counts.
         k_positions: prompt positions in the proxy loss (reference 4).
         include_last: include the last prompt position in the loss (reference excludes it).
         tau: cosine-similarity suppression threshold of the NMS (reference 0.8).
@@ -75,9 +111,6 @@ class TRIO(TokenMethod):
         probe: ``"fast"`` (K/V for all tokens, layer + LM head for K rows) or ``"reference"`` (full layer and
             full-vocabulary logits for every position); both give the same saliency.
         nms: ``"device"`` (vectorised, no per-token host sync) or ``"loop"`` (the reference host loop).
-        image_token_ratio: encoder stage as a fraction of each image's tokens (instead of ``visual_token_num``).
-        image_token_ratio_list: LLM stages as fractions of the tokens each receives (instead of
-            ``image_token_list``, which is then ignored); for Qwen2.5-VL / LLaVA-NeXT's variable token counts.
         shallow_layer, deep_layer: vision layers whose [CLS] attention drives the encoder stage (5, -2); on
             Qwen2.5-VL, the attention tokens receive in those blocks (reference: 7 and -1).
         window: window side on the patch grid for the encoder stage's local half (6 → 16 windows on 24×24).
@@ -85,12 +118,14 @@ class TRIO(TokenMethod):
         window_rule: ``"quota"`` (LLaVA reference: a fixed quota per window) or ``"capped"`` (Qwen2.5-VL
             reference: descending visit with a per-window cap); see :mod:`trio_vlm.methods.window_grid`.
         merge: merge dropped encoder-stage tokens into their nearest kept token (reference True).
-        positions: ``None`` (family reference), ``"compact"`` or ``"original"``.
+        position_mode: ``None`` (family reference), ``"compact"`` or ``"original"``.
     """
 
     layer_list: tuple[int, ...] = (1, 10, 15)
     image_token_list: tuple[int, ...] = (92, 54, 22)
     visual_token_num: int | None = None
+    image_token_ratio: float | None = None
+    image_token_ratio_list: tuple[float, ...] = ()
     k_positions: int = 4
     include_last: bool = False
     tau: float = 0.8
@@ -101,68 +136,57 @@ class TRIO(TokenMethod):
     deep_layer: int = -2
     window: int = 6
     local_ratio: float = 0.5
-    merge: bool = True
-    positions: str | None = None
-    image_token_ratio: float | None = None
-    image_token_ratio_list: tuple[float, ...] = ()
     window_rule: str = "quota"
+    merge: bool = True
+    position_mode: str | None = None
 
     name: ClassVar[str] = "trio"
+    display_name: ClassVar[str] = "TRIO"
+    paper_name: ClassVar[str | None] = "TRIO (Ours)"
+    table_order: ClassVar[int] = 50
+    modes: ClassVar[tuple[str, ...]] = ("wo_ve", "w_ve")
 
     def __post_init__(self) -> None:
-        counts = () if self.image_token_ratio_list else self.image_token_list
-        self._schedule = Schedule(
-            self.layer_list,
-            counts,
-            self.visual_token_num,
-            self.image_token_ratio,
-            self.image_token_ratio_list,
-        )
-        self.layer_list, self.image_token_list = self._schedule.layer_list, self._schedule.image_token_list
-        self.image_token_ratio_list = self._schedule.image_token_ratio_list
-        if self.window_rule not in RULES:
-            raise ValueError(f"window_rule must be one of {RULES}, got {self.window_rule!r}")
-        if self.probe not in ("fast", "reference"):
-            raise ValueError(f"probe must be 'fast' or 'reference', got {self.probe!r}")
-        if self.nms not in ("device", "loop"):
-            raise ValueError(f"nms must be 'device' or 'loop', got {self.nms!r}")
-        if self.k_positions < 1:
-            raise ValueError(f"k_positions must be >= 1, got {self.k_positions}")
-        if not 0.0 < self.tau <= 1.0:
-            raise ValueError(f"tau must lie in (0, 1], got {self.tau}")
-        if self.positions not in (None, "compact", "original"):
-            raise ValueError(f"positions must be None, 'compact' or 'original', got {self.positions!r}")
+        super().__post_init__()
+        check_choice("window_rule", self.window_rule, RULES)
+        check_choice("probe", self.probe, ("fast", "reference"))
+        check_choice("nms", self.nms, ("device", "loop"))
+        check_choice("include_last", self.include_last, (True, False))
+        check_choice("use_nms", self.use_nms, (True, False))
+        check_choice("merge", self.merge, (True, False))
+        check_int("k_positions", self.k_positions, low=1)
+        check_int("window", self.window, low=1)
+        check_int("shallow_layer", self.shallow_layer)
+        check_int("deep_layer", self.deep_layer)
+        check_float("tau", self.tau, low=0.0, high=1.0, open_low=True)
+        check_float("local_ratio", self.local_ratio, low=0.0, high=1.0)
 
     @classmethod
-    def preset(cls, family: str, budget: int, mode: str = "wo_ve", **overrides) -> TRIO:
-        """The reference schedule for ``family`` at an average of ``budget`` visual tokens per layer.
+    def reference_config(cls, family: str, budget: int, mode: str | None) -> dict[str, Any]:
+        """The authors' schedules (and our documented choices) at 64/128/192; another budget takes the
+        schedule of the nearest published one, fitted to that budget (:func:`trio_vlm.presets.at_budget`)."""
+        extra = {"image_token_list": (), **FAMILY_ENCODER.get(family, {})}
+        return presets.published_schedule(cls, PUBLISHED, family, budget, mode or "wo_ve", extra)
 
-        ``mode``: ``"wo_ve"`` (LLM stages only) or ``"w_ve"`` (encoder stage + LLM stage).
-        """
-        key = (family, int(budget), mode)
-        if key in RATIO_PRESETS:
-            ratio, layers, ratios = RATIO_PRESETS[key]
-            settings = {**FAMILY_ENCODER.get(family, {}), **overrides}
-            return cls(
-                layer_list=layers,
-                image_token_list=(),
-                image_token_ratio=ratio,
-                image_token_ratio_list=ratios,
-                **settings,
-            )
-        if key not in PRESETS:
-            known = sorted({f"{f} budget={b} mode={m}" for f, b, m in (*PRESETS, *RATIO_PRESETS)})
-            raise ValueError(f"no TRIO preset for {family!r} budget={budget} mode={mode!r}; known: {known}")
-        vtn, layers, counts = PRESETS[key]
-        return cls(layer_list=layers, image_token_list=counts, visual_token_num=vtn, **overrides)
+    def stage_output(self, stage: Stage, keep: int, available: int) -> int:
+        """The reference's quota arithmetic on a square grid: ``int(keep/2) // windows`` per window plus the
+        global half, so an encoder budget not divisible by twice the window count keeps slightly fewer."""
+        if not stage.is_encoder or self.window_rule != "quota" or keep >= available:
+            return keep
+        side = math.isqrt(available)
+        if side * side != available or side % self.window:
+            return keep
+        windows = (side // self.window) ** 2
+        local = int(keep * self.local_ratio)
+        return local // windows * windows + keep - local
 
     # ---- TokenMethod ---------------------------------------------------------------------------------
 
     def cls_attention_layers(self) -> tuple[int, ...]:
-        return (self.shallow_layer, self.deep_layer) if self._schedule.has_encoder_stage else ()
+        return (self.shallow_layer, self.deep_layer) if self.schedule().has_encoder_stage else ()
 
     def select(self, ctx: StageContext) -> Selection:
-        if ctx.stage == "encoder":
+        if ctx.stage.is_encoder:
             return self._select_encoder(ctx)
         return self._select_llm(ctx)
 
@@ -171,7 +195,7 @@ class TRIO(TokenMethod):
         if self.probe == "reference":
             return reference_saliency(
                 ctx.adapter,
-                ctx.layer_index,
+                ctx.stage.layer_index,
                 ctx.hidden,
                 ctx.layer_kwargs,
                 ctx.last_valid,
@@ -191,10 +215,10 @@ class TRIO(TokenMethod):
 
     def _select_llm(self, ctx: StageContext) -> Selection:
         saliency = self.saliency(ctx)
-        scores = [saliency[g.sample, g.positions] for g in ctx.groups]
+        scores = [saliency[g.sample, g.seq_index] for g in ctx.groups]
         if not self.use_nms:
             return Selection(kept=[topk_select(s, g.keep) for s, g in zip(scores, ctx.groups)], scores=scores)
-        feats = [ctx.hidden[g.sample, g.positions] for g in ctx.groups]
+        feats = [ctx.hidden[g.sample, g.seq_index] for g in ctx.groups]
         if self.nms == "device":  # every image of the batch in one batched NMS
             kept = nms_select_batched(scores, feats, [g.keep for g in ctx.groups], self.tau)
         else:
@@ -224,6 +248,6 @@ class TRIO(TokenMethod):
                 )
             kept.append(idx)
             scores.append(deep[g.image_row].float())
-            feats = ctx.hidden[g.sample, g.positions]
+            feats = ctx.hidden[g.sample, g.seq_index]
             replacement.append(merge_into_nearest(feats, idx) if self.merge else None)
         return Selection(kept=kept, scores=scores, replacement=replacement)

@@ -13,9 +13,10 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from trio_vlm.methods.base import Selection, StageContext
+from trio_vlm.contract import Selection, StageContext
+from trio_vlm.methods.base import check_choice, check_int
 from trio_vlm.methods.clip_features import feature_input_index, head_mean_keys, patch_features, project_to_llm
-from trio_vlm.methods.encoder_stage import EncoderStageMethod, check_preset
+from trio_vlm.methods.encoder_stage import EncoderStageMethod
 from trio_vlm.methods.nms import topk_select
 
 
@@ -53,7 +54,7 @@ def contextual_merge(
     return targets, feats[targets] + sums / counts.clamp(min=1)[:, None]
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class VisionZip(EncoderStageMethod):
     """Keep ``visual_token_num`` tokens per image: ``visual_token_num - contextual`` dominant patches by
     [CLS]→patch attention of vision layer ``attention_layer``, plus ``contextual`` merged tokens.
@@ -74,21 +75,17 @@ class VisionZip(EncoderStageMethod):
     merge: bool = True
 
     name: ClassVar[str] = "visionzip"
+    display_name: ClassVar[str] = "VisionZip"
+    paper_name: ClassVar[str | None] = "VisionZip"
+    table_order: ClassVar[int] = 60
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.contextual is not None and not 0 <= self.contextual <= self.visual_token_num:
-            raise ValueError(
-                f"contextual must lie in 0..visual_token_num ({self.visual_token_num}), got {self.contextual}"
-            )
-        self._feature_input = feature_input_index(self.feature_layer)
-
-    @classmethod
-    def preset(cls, family: str, budget: int, mode: str | None = None, **overrides) -> VisionZip:
-        """``budget`` tokens per image: 162+30 (192), 108+20 (128), 54+10 (64) on LLaVA-1.5; other budgets
-        follow the same 5/32 contextual share."""
-        check_preset("VisionZip", family, budget, mode)
-        return cls(visual_token_num=budget, **overrides)
+        if self.contextual is not None:
+            check_int("contextual", self.contextual, low=0, high=self.visual_token_num)
+        check_int("attention_layer", self.attention_layer)
+        check_choice("merge", self.merge, (True, False))
+        feature_input_index(self.feature_layer)  # validates
 
     def contextual_count(self, keep: int) -> int:
         """Contextual tokens when ``keep`` tokens survive."""
@@ -98,7 +95,7 @@ class VisionZip(EncoderStageMethod):
         return (self.attention_layer,)
 
     def vision_layer_inputs(self) -> tuple[int, ...]:
-        return (self.attention_layer, self._feature_input)
+        return (self.attention_layer, feature_input_index(self.feature_layer))
 
     def select(self, ctx: StageContext) -> Selection:
         attention = ctx.cls_attention[self.attention_layer]
@@ -119,14 +116,14 @@ class VisionZip(EncoderStageMethod):
             keys = head_mean_keys(
                 layer, ctx.vision_inputs[self.attention_layer][g.image_row : g.image_row + 1]
             )
-            feats = patch_features(ctx.vision_inputs[self._feature_input][g.image_row])
+            feats = patch_features(ctx.vision_inputs[feature_input_index(self.feature_layer)][g.image_row])
             targets, merged = contextual_merge(patch_features(keys[0])[rest], feats[rest], n_ctx)
             order = torch.sort(torch.cat([dominant, rest[targets]]))
             kept.append(order.values)
             if not self.merge:
                 replacement.append(None)
                 continue
-            current = ctx.hidden[g.sample, g.positions[order.values]].clone()
+            current = ctx.hidden[g.sample, g.seq_index[order.values]].clone()
             slot = order.indices >= dominant.numel()  # kept slots holding a contextual token
             projected = project_to_llm(ctx.adapter, merged).to(current.dtype)
             current[slot] = projected[order.indices[slot] - dominant.numel()]

@@ -92,7 +92,7 @@ def profile_generate(
     probe_kind = getattr(method, "probe", None)
     if probe_kind in ("fast", "reference"):
         for e in run.events:
-            if e.stage != "encoder" and e.scores[0] is not None:
+            if not e.stage.is_encoder and e.scores[0] is not None:
                 probe += probe_flops(
                     prompt_len - visual + e.tokens_before[0], shape, method.k_positions, probe_kind
                 )
@@ -110,7 +110,7 @@ def profile_generate(
         peak_memory_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
         events=[
             {
-                "stage": e.stage,
+                "stage": e.stage.key,
                 "layer_index": e.layer_index,
                 "before": e.tokens_before,
                 "after": e.tokens_after,

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlavaProcessor
 
-from trio_vlm.loading import prompt_for
+from trio_vlm.prompts import prompt_for
 from trio_vlm.testbed.generator import make_scene, questions_for
 from trio_vlm.testbed.questions import KINDS, PLURALS
 from trio_vlm.testbed.render import render

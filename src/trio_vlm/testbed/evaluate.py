@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import torch
@@ -10,8 +9,9 @@ from tqdm import tqdm
 from transformers import LlavaForConditionalGeneration, ProcessorMixin
 
 from trio_vlm.api import apply
-from trio_vlm.loading import prompt_for
 from trio_vlm.methods.base import TokenMethod
+from trio_vlm.methods.fixed import Vanilla
+from trio_vlm.prompts import prompt_for
 from trio_vlm.testbed.generator import Example
 
 DEFAULT_CONV_MODE = "vicuna_v1"
@@ -33,6 +33,7 @@ class Prediction:
     stages: list[tuple[str | int, int, int]] = field(default_factory=list)
     evidence_first: float | None = None
     evidence_last: float | None = None
+    average_tokens: float | None = None  # measured visual tokens per decoder layer
 
     @property
     def correct(self) -> bool:
@@ -66,19 +67,13 @@ def predict(
     """
     if inputs is None:
         inputs = prepare(model, processor, example, conv_mode)
-    kept, first, stages = None, None, []
-    with torch.no_grad():
-        if method is None:
-            start = time.perf_counter()
-            logits = model(**inputs, logits_to_keep=1).logits
-            seconds = time.perf_counter() - start
-        else:
-            with apply(model, method) as run:
-                logits = model(**inputs, logits_to_keep=1).logits
-            seconds = run.prefill_seconds[0]
-            if run.events:
-                first, kept = run.events[0].kept[0].tolist(), run.events[-1].kept[0].tolist()
-            stages = [(e.stage, e.tokens_before[0], e.tokens_after[0]) for e in run.events]
+    kept, first = None, None
+    with torch.no_grad(), apply(model, method if method is not None else Vanilla()) as run:
+        logits = model(**inputs, logits_to_keep=1).logits
+    seconds = run.prefill_seconds[0]
+    if run.events:
+        first, kept = run.events[0].kept[0].tolist(), run.events[-1].kept[0].tolist()
+    stages = [(e.stage.key, e.tokens_before[0], e.tokens_after[0]) for e in run.events]
     token = int(logits[0, -1].argmax())
     word = processor.tokenizer.convert_ids_to_tokens(token) or ""  # ids past the vocabulary decode to ""
     question = example.question
@@ -89,7 +84,17 @@ def predict(
             100.0 * (len(evidence) if chosen is None else len(evidence & set(chosen))) / len(evidence)
             for chosen in (first, kept)
         ]
-    return Prediction(example.index, question.kind, question.answer, word, kept, seconds, stages, *shares)
+    return Prediction(
+        example.index,
+        question.kind,
+        question.answer,
+        word,
+        kept,
+        seconds,
+        stages,
+        *shares,
+        run.average_tokens(),
+    )
 
 
 def evaluate(

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 
 from transformers import LlavaForConditionalGeneration, ProcessorMixin
 
+from trio_vlm.labels import variant
+from trio_vlm.methods.request import MethodRequest
+from trio_vlm.presets import shape_of
 from trio_vlm.testbed.evaluate import (
     Prediction,
     accuracy,
@@ -16,7 +19,6 @@ from trio_vlm.testbed.evaluate import (
     prepare,
 )
 from trio_vlm.testbed.generator import Example
-from trio_vlm.testbed.schedules import scaled_method, variant_label
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,6 @@ def run_grid(
     examples: list[Example],
     variants: list[tuple[str, str | None]],
     budgets: list[int],
-    num_layers: int,
     progress: bool = True,
 ) -> tuple[Row, list[Row]]:
     """The vanilla row and one row per (variant, budget), budgets outermost as in the paper's table.
@@ -73,22 +74,29 @@ def run_grid(
     rows = []
     for budget in budgets:
         for name, mode in variants:
-            label = variant_label(name, mode)
+            label = variant(name, mode)
             try:
-                method = scaled_method(name, budget, mode, num_layers=num_layers)
+                method = MethodRequest(name, budget, mode).build(model)
             except ValueError as exc:
                 logger.warning("%s at %d: %s", label, budget, exc)
                 rows.append(Row(label, budget, float("nan"), {}, error=str(exc)))
                 continue
             sched = method.schedule()
+            shape = shape_of(model)
             schedule = {
                 "layer_list": list(sched.layer_list),
                 "image_token_list": list(sched.image_token_list),
                 "visual_token_num": sched.visual_token_num,
-                "average": round(sched.average_tokens(num_layers, model.config.image_seq_length), 1),
+                "average": round(method.average_tokens(shape.num_layers, shape.visual), 2),
             }
             predictions = evaluate(
                 model, processor, examples, method, desc=f"{label}@{budget}", progress=progress
             )
+            measured = {p.average_tokens for p in predictions}
+            if measured != {method.average_tokens(shape.num_layers, shape.visual)}:
+                raise RuntimeError(
+                    f"{label}@{budget}: measured averages {sorted(measured)} differ from the schedule's"
+                )
+            schedule["measured_average"] = round(predictions[0].average_tokens, 2)
             rows.append(_row(label, budget, predictions, schedule))
     return vanilla, rows

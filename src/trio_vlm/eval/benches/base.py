@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from trio_vlm.eval.items import EvalItem
+from trio_vlm.eval.reading.items import EvalItem
 
 Answers = dict[tuple[str, str], dict[str, Any]]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from trio_vlm.eval.benches.base import Answers, BenchFiles, Benchmark, BenchScore, LoadOptions
 from trio_vlm.eval.benches.llava_jsonl import load_llava_jsonl
-from trio_vlm.eval.items import EvalItem
-from trio_vlm.eval.question_files import load_json
+from trio_vlm.eval.reading.items import EvalItem
+from trio_vlm.eval.reading.question_files import load_json
 
 
 def gqa_prediction(text: str) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trio_vlm.cli.jsonl_io import iter_jsonl, require_keys
-from trio_vlm.eval.items import EvalItem
-from trio_vlm.eval.question_files import require_file
+from trio_vlm.eval.reading.items import EvalItem
+from trio_vlm.eval.reading.question_files import require_file
+from trio_vlm.llava_format import iter_jsonl, require_keys
 
 
 def load_llava_jsonl(question_file: Path, image_folder: Path, what: str) -> list[EvalItem]:

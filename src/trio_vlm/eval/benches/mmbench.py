@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from trio_vlm.eval.benches.base import Answers, BenchFiles, Benchmark, BenchScore, LoadOptions
-from trio_vlm.eval.benches.mmbench_answer import mmbench_letter
-from trio_vlm.eval.items import EvalItem
-from trio_vlm.eval.question_files import require_file
+from trio_vlm.eval.reading.items import EvalItem
+from trio_vlm.eval.reading.question_files import require_file
+from trio_vlm.eval.scoring.option_letter import mmbench_letter
 
 ALL_LETTERS = ("A", "B", "C", "D")
 CIRCULAR_BASE = 1_000_000  # rows index, index + 1e6, … are the same question with rotated options

@@ -7,10 +7,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from trio_vlm.cli.jsonl_io import iter_jsonl, require_keys
 from trio_vlm.eval.benches.base import Answers, BenchFiles, Benchmark, BenchScore, LoadOptions
-from trio_vlm.eval.items import EvalItem
-from trio_vlm.eval.question_files import require_file
+from trio_vlm.eval.reading.items import EvalItem
+from trio_vlm.eval.reading.question_files import require_file
+from trio_vlm.llava_format import iter_jsonl, require_keys
 
 PERCEPTION = (
     "existence", "count", "position", "color", "posters",

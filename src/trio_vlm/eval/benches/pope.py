@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trio_vlm.cli.jsonl_io import iter_jsonl, require_keys
 from trio_vlm.eval.benches.base import Answers, BenchFiles, Benchmark, BenchScore, LoadOptions
-from trio_vlm.eval.items import EvalItem
-from trio_vlm.eval.question_files import load_json_or_jsonl, require_file
+from trio_vlm.eval.reading.items import EvalItem
+from trio_vlm.eval.reading.question_files import load_json_or_jsonl, require_file
+from trio_vlm.llava_format import iter_jsonl, require_keys
 
 SPLITS = ("random", "popular", "adversarial")
 _NEGATIVE_WORDS = frozenset({"No", "no", "not"})

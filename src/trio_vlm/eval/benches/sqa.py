@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 from trio_vlm.eval.benches.base import Answers, BenchFiles, Benchmark, BenchScore, LoadOptions
-from trio_vlm.eval.items import EvalItem
-from trio_vlm.eval.question_files import load_json, require_file
+from trio_vlm.eval.reading.items import EvalItem
+from trio_vlm.eval.reading.question_files import load_json, require_file
 
 SINGLE_PRED_PROMPT = "Answer with the option's letter from the given choices directly."
 LETTERS = ("A", "B", "C", "D", "E")

@@ -7,9 +7,9 @@ from typing import Any
 
 from trio_vlm.eval.benches.base import Answers, BenchFiles, Benchmark, BenchScore, LoadOptions
 from trio_vlm.eval.benches.llava_jsonl import load_llava_jsonl
-from trio_vlm.eval.items import EvalItem
-from trio_vlm.eval.question_files import load_json
-from trio_vlm.eval.vqa_accuracy import vqa_score
+from trio_vlm.eval.reading.items import EvalItem
+from trio_vlm.eval.reading.question_files import load_json
+from trio_vlm.eval.scoring.vqa_accuracy import vqa_score
 
 _OCR_PREFIX = "Reference OCR token:"
 

@@ -7,13 +7,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from trio_vlm.cli.jsonl_io import iter_jsonl
 from trio_vlm.eval.benches.base import Answers, BenchFiles, Benchmark, BenchScore, LoadOptions
 from trio_vlm.eval.benches.llava_jsonl import load_llava_jsonl
-from trio_vlm.eval.items import EvalItem
-from trio_vlm.eval.question_files import load_json
-from trio_vlm.eval.vqa_accuracy import vqa_score
-from trio_vlm.eval.vqa_text import normalize_vqa_answer
+from trio_vlm.eval.reading.items import EvalItem
+from trio_vlm.eval.reading.question_files import load_json
+from trio_vlm.eval.scoring.vqa_accuracy import vqa_score
+from trio_vlm.eval.scoring.vqa_text import normalize_vqa_answer
+from trio_vlm.llava_format import iter_jsonl
 
 FULL_TEST_SPLIT = "llava_vqav2_mscoco_test2015.jsonl"
 SUBMISSION = "vqav2_submission.json"

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from trio_vlm.cli.jsonl_io import iter_jsonl
+from trio_vlm.llava_format import iter_jsonl
 
 
 def require_file(path: Path, what: str) -> Path:

@@ -14,24 +14,27 @@ from pathlib import Path
 from typing import Any
 
 from trio_vlm.eval.benches import PAPER_COLUMNS
-from trio_vlm.eval.method_spec import PAPER_NAMES
-from trio_vlm.eval.paper_results import paper_rows
-from trio_vlm.eval.report import SCORES
+from trio_vlm.eval.reporting.paper_results import paper_rows
+from trio_vlm.eval.reporting.report import SCORES
+from trio_vlm.methods.registry import available_methods, method_class
 
 logger = logging.getLogger(__name__)
 
 COLUMNS = list(PAPER_COLUMNS.values())
-METHOD_ORDER = [
-    "Vanilla",
-    "FastV",
-    "PDrop",
-    "SparseVLM",
-    "DART",
-    "VisionZip",
-    "HoloV",
-    "SCOPE",
-    "TRIO (Ours)",
-]
+
+
+def table_name(name: str) -> str:
+    """A registered method's name in the paper's table (its display name if the paper has none)."""
+    try:
+        cls = method_class(name)
+    except ValueError:
+        return name
+    return cls.paper_name or cls.display_name
+
+
+def method_order() -> list[str]:
+    """Table names in row order (the classes' ``table_order``)."""
+    return [table_name(name) for name in available_methods()]
 
 
 @dataclass(frozen=True)
@@ -89,14 +92,13 @@ def load_result(path: Path) -> RunResult:
     if bench not in PAPER_COLUMNS:
         raise ValueError(f"{path}: unknown benchmark {bench!r}")
     run = report.get("run") or {}
-    method = PAPER_NAMES.get(str(run.get("method")), str(run.get("method", "unknown")))
-    schedule = run.get("schedule") or {}
+    method = table_name(str(run.get("method", "unknown")))
     return RunResult(
         bench=bench,
         model=str(run.get("model", "unknown")),
         method=method,
         setting=str(run.get("setting", "unknown")),
-        avg_tokens=schedule.get("avg_tokens"),
+        avg_tokens=run.get("avg_visual_tokens"),
         value=headline,
         complete=bool(report.get("complete")),
         path=path,
@@ -144,7 +146,8 @@ def _setting_order(setting: str) -> tuple[int, int, int]:
 
 
 def _method_order(method: str) -> int:
-    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+    order = method_order()
+    return order.index(method) if method in order else len(order)
 
 
 def _paper_row(setting: str, method: str, paper: list[dict[str, str]]) -> Row | None:

@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from trio_vlm.eval.table import RunResult, series
+from trio_vlm.eval.reporting.table import RunResult, series
 
 
 def plot_accuracy_vs_tokens(results: Sequence[RunResult], path: str | os.PathLike[str]) -> Path:

@@ -6,13 +6,10 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from trio_vlm.eval.benches import BenchFiles, Benchmark, BenchScore
-from trio_vlm.eval.items import EvalItem
-
-if TYPE_CHECKING:
-    from trio_vlm.eval.runner import EvalConfig
+from trio_vlm.eval.reading.items import EvalItem
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +29,11 @@ def consensus_run(answers: dict[tuple[str, str], dict[str, Any]]) -> dict[str, A
 
 
 def _timing(answers: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    averages = [
+        m["avg_visual_tokens"]
+        for r in answers.values()
+        if (m := r.get("metadata") or {}).get("avg_visual_tokens") is not None
+    ]
     prefill = [
         m["prefill_seconds"]
         for r in answers.values()
@@ -40,11 +42,15 @@ def _timing(answers: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
     total = [
         m["total_seconds"] for r in answers.values() if (m := r.get("metadata") or {}).get("total_seconds")
     ]
-    return {"prefill_seconds_sum": sum(prefill), "total_seconds_sum": sum(total), "timed_answers": len(total)}
+    return {
+        "prefill_seconds_sum": sum(prefill),
+        "total_seconds_sum": sum(total),
+        "timed_answers": len(total),
+        "avg_visual_tokens_measured": sum(averages) / len(averages) if averages else None,
+    }
 
 
 def build_report(
-    config: EvalConfig,
     bench: Benchmark,
     files: BenchFiles,
     items: list[EvalItem],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from trio_vlm.eval.table import build_table, collect, to_csv, to_markdown
+from trio_vlm.eval.reporting.table import build_table, collect, to_csv, to_markdown
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     if args.markdown:
         Path(args.markdown).write_text(markdown, encoding="utf-8")
     if args.plot:
-        from trio_vlm.eval.plot import plot_accuracy_vs_tokens
+        from trio_vlm.eval.reporting.plot import plot_accuracy_vs_tokens
 
         print(f"plot: {plot_accuracy_vs_tokens(results, args.plot)}")
     return 0

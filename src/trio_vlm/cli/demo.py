@@ -39,13 +39,15 @@ def _stages(stages: list[tuple[str | int, int, int]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Answer the demo questions with vanilla and TRIO, print them side by side and save the overlay."""
-    from trio_vlm.cli.testbed_cmd import parse_methods
+    from trio_vlm.cli.testbed_eval import parse_methods
+    from trio_vlm.labels import variant
     from trio_vlm.loading import load_model_and_processor
+    from trio_vlm.methods.request import MethodRequest
     from trio_vlm.overlay import save_overlay
+    from trio_vlm.presets import shape_of
     from trio_vlm.testbed import bundled_model_dir
     from trio_vlm.testbed.evaluate import predict
     from trio_vlm.testbed.generator import benchmark
-    from trio_vlm.testbed.schedules import scaled_method, variant_label
 
     if args.questions < 1:
         raise ValueError(f"--questions must be >= 1, got {args.questions}")
@@ -54,17 +56,17 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--baselines needs exactly two method names, got {args.baselines!r}")
     model_dir = Path(args.model) if args.model else bundled_model_dir()
     model, processor = load_model_and_processor(model_dir)
-    layers = model.config.text_config.num_hidden_layers
-    num_visual = model.config.image_seq_length
-    trio = scaled_method("trio", args.budget, args.mode, num_layers=layers)
-    others = [(name, scaled_method(name, args.budget, num_layers=layers)) for name in baselines]
+    shape = shape_of(model)
+    layers, num_visual = shape.num_layers, shape.visual
+    trio = MethodRequest("trio", args.budget, args.mode).build(shape)
+    others = [(name, MethodRequest(name, args.budget).build(shape)) for name in baselines]
     sched = trio.schedule()
-    trio_label = f"{variant_label('trio', args.mode)}-{args.budget}"
+    trio_label = f"{variant('trio', args.mode)}-{args.budget}"
     print(f"model: {model_dir} (LLaVA-1.5 geometry: {num_visual} visual tokens, {layers} decoder layers)")
     print(
         f"{trio_label}: visual_token_num={sched.visual_token_num}, layer_list={list(sched.layer_list)}, "
         f"image_token_list={list(sched.image_token_list)} "
-        f"(average {sched.average_tokens(layers, num_visual):.1f} visual tokens per layer)"
+        f"(average {trio.average_tokens(layers, num_visual):.1f} visual tokens per layer)"
     )
     panels = []
     width = len(trio_label)

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
 from tqdm import tqdm
-from transformers import AutoConfig
 
 from trio_vlm.bundled import bundled_image_path, default_model_dir
-from trio_vlm.cli.jsonl_io import read_questions
-from trio_vlm.cli.schedule_args import add_schedule_arguments, build_method, schedule_summary
-from trio_vlm.loading import load_image, load_model_and_processor, prompt_for
+from trio_vlm.cli.options import add_device_arguments, add_method_arguments, describe_method, method_request
+from trio_vlm.generation import prepare_inputs
+from trio_vlm.llava_format import read_questions
+from trio_vlm.loading import load_image, load_model_and_processor
+from trio_vlm.methods.fixed import Vanilla
+from trio_vlm.presets import shape_of
 from trio_vlm.profiling.measure import RunProfile, profile_generate, summarise
-
-logger = logging.getLogger(__name__)
+from trio_vlm.prompts import check_conv_mode, prompt_for, resolve_conv_mode
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "profile", help="measure prefill/total time, FLOPs and KV cache vs vanilla"
     )
-    parser.add_argument("--model", help="hub id or local path (default: the bundled tiny model)")
+    parser.add_argument("--model", help="hub id or local folder (default: the bundled tiny model)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--data", help="question file (JSONL: question_id, image, text), as answer-file reads"
@@ -33,14 +33,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--image-folder", default=".", help="folder the question file's images are in")
     parser.add_argument("--question", default="Describe the image.")
     parser.add_argument("--limit", type=int, help="profile only the first N questions")
-    parser.add_argument("--conv-mode", default="vicuna_v1")
+    parser.add_argument("--conv-mode", default="auto")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs of each side before the first")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="auto")
     parser.add_argument("--per-run", action="store_true", help="also print one row per question")
     parser.add_argument("--json-out", type=Path, help="write every run and the sums as JSON")
-    add_schedule_arguments(parser)
+    add_device_arguments(parser)
+    add_method_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -57,10 +56,10 @@ def _items(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 
 def _row(name: str, s: dict[str, float], base: dict[str, float] | None) -> str:
-    def ratio(key: str, inverse: bool = True) -> str:
+    def ratio(key: str) -> str:
         if base is None or not s[key]:
             return ""
-        return f" ({base[key] / s[key]:.2f}x)" if inverse else f" ({s[key] / base[key]:.2f}x)"
+        return f" ({base[key] / s[key]:.2f}x)"
 
     return (
         f"| {name} | {s['mean_visual_tokens']:.1f} | {s['prefill_s']:.3f}{ratio('prefill_s')} | "
@@ -71,24 +70,23 @@ def _row(name: str, s: dict[str, float], base: dict[str, float] | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Profile vanilla and the method on every input, interleaved, then print the paper-format table."""
+    request = method_request(args)
+    check_conv_mode(args.conv_mode)
+    items = _items(args)
     bundled = args.model is None
     model_dir = str(default_model_dir()) if bundled else args.model
-    if bundled:
-        config = AutoConfig.from_pretrained(model_dir)
-        method = build_method(args, scale_to=(config.text_config.num_hidden_layers, config.image_seq_length))
-    else:
-        method = build_method(args)
-    items = _items(args)
-    model, processor = load_model_and_processor(model_dir, device=args.device, dtype=args.dtype)
-    sides = (
-        {"vanilla": None} if method is None else {"vanilla": None, schedule_summary(method)["method"]: method}
+    model, processor = load_model_and_processor(
+        model_dir, device=args.device, dtype=args.dtype, device_map=args.device_map
     )
+    shape = shape_of(model)
+    method = request.build(shape)
+    conv_mode = resolve_conv_mode(args.conv_mode, shape.family)
+    sides = {"vanilla": Vanilla()} if request.is_vanilla else {"vanilla": Vanilla(), method.name: method}
     runs: dict[str, list[RunProfile]] = {name: [] for name in sides}
     for i, (path, question) in enumerate(tqdm(items, desc="profile", unit="q", disable=len(items) < 2)):
-        inputs = processor(
-            images=load_image(path), text=prompt_for(question, args.conv_mode), return_tensors="pt"
+        inputs = prepare_inputs(
+            model, processor, load_image(path), prompt_for(question, conv_mode, processor)
         )
-        inputs = inputs.to(device=model.device, dtype=model.dtype)
         for name, m in sides.items():
             runs[name].append(
                 profile_generate(
@@ -97,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             )
     sums = {name: summarise(profiles) for name, profiles in runs.items()}
     print(f"model: {model_dir}" + (" (bundled tiny model)" if bundled else ""))
-    print(f"method: {json.dumps(schedule_summary(method))}; runs: {len(items)}; device: {args.device}")
+    print(f"method: {describe_method(method, shape)}; runs: {len(items)}; device: {args.device}")
     if args.per_run:
         print("\n| run | method | prefill (s) | total (s) | visual tokens per layer |")
         print("|---|---|---|---|---|")
@@ -117,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json_out:
         payload = {
             "model": model_dir,
-            "method": schedule_summary(method),
+            "method": method.describe(),
             "sums": sums,
             "runs": {k: [p.to_dict() for p in v] for k, v in runs.items()},
         }

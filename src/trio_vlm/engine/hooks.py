@@ -1,13 +1,13 @@
-"""The pruning engine: forward hooks on a stock HF model that drop visual tokens during prefill.
+"""The pruning engine's hooks on a stock HF model and the life of one call (prefill, then decode steps).
 
-Written once for every method and model family. Hooks (no model code is forked):
+Written once for every method and model family; no model code is forked:
 
-* multimodal model, pre/post: find the visual tokens of a new prefill, time it;
-* vision layers the method asks for, pre: recompute the [CLS]→patch attention rows;
+* multimodal model, pre/post: notice a new prefill, time it (device-synchronised), for every method alike;
+* vision layers the method asks for, pre: recompute the [CLS]→patch attention rows / keep the layer inputs;
 * language model, pre/post: capture the 2-D mask and positions of the call; count decode tokens;
-* every decoder layer, pre: run a stage where the schedule says so (gather hidden states, re-pad, renumber),
-  and give every layer that sees a pruned sequence its own mask and rotary embeddings — in prefill and in
-  decode, where each layer's cache has its own length.
+* every decoder layer, pre: run a stage where the schedule says so (:mod:`trio_vlm.engine.stages`, then the one
+  sequence surgery :func:`trio_vlm.engine.sequence.rebuild`), and give every layer that sees a pruned sequence
+  its own mask and rotary embeddings — in prefill and in decode (:mod:`trio_vlm.engine.decode`).
 """
 
 from __future__ import annotations
@@ -20,44 +20,52 @@ from typing import Any
 import torch
 from torch import nn
 
-from trio_vlm.adapters.base import ModelAdapter
-from trio_vlm.engine.layout import SampleMeta, align_rows, split_keep
+from trio_vlm.contract import PruneEvent, Selection, Stage, StageContext
+from trio_vlm.engine.decode import StageRecord, decode_layer_kwargs
+from trio_vlm.engine.layout import SampleMeta, align_rows
 from trio_vlm.engine.masks import layer_attention_mask
-from trio_vlm.engine.state import SequenceState, gather_hidden, last_valid_index, to_device
-from trio_vlm.events import PruneEvent
-from trio_vlm.methods.base import Group, Selection, StageContext, TokenMethod
+from trio_vlm.engine.sequence import SequenceState, last_valid_index, rebuild, start_state, to_device
+from trio_vlm.engine.stages import check_selection, stage_event, stage_groups, stage_surgery
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class _StageRecord:
-    """What decode needs to know about the layers from ``first_layer`` on: their prefill key validity."""
+class CallRecord:
+    """One prefill call: its index, wall time and the visual tokens each sample had when it started."""
 
-    first_layer: int
-    padding: torch.Tensor
-    dropped: torch.Tensor
+    index: int
+    prefill_seconds: float = float("nan")
+    visual_counts: torch.Tensor | None = None
+
+    @property
+    def visual_tokens(self) -> list[int]:
+        return [] if self.visual_counts is None else [int(v) for v in self.visual_counts.tolist()]
 
 
 @dataclass
 class _Call:
     """State of one prefill and the decode steps that follow it."""
 
-    index: int
-    visual_mask: torch.Tensor | None = None
+    record: CallRecord
     kinds: torch.Tensor | None = None
     meta: list[SampleMeta] = field(default_factory=list)
     cls_rows: dict[int, list[torch.Tensor]] = field(default_factory=dict)
     vision_inputs: dict[int, list[torch.Tensor]] = field(default_factory=dict)
     prefill_len: int = 0
+    prompt_embeds: torch.Tensor | None = None
     state: SequenceState | None = None
-    stages: list[_StageRecord] = field(default_factory=list)
+    stages: list[StageRecord] = field(default_factory=list)
     decoded: int = 0
-    kwargs_cache: dict[int, dict[str, Any]] = field(default_factory=dict)
+    kwargs_cache: dict[Any, dict[str, Any]] = field(default_factory=dict)
     previous: tuple[torch.Tensor, dict[str, Any]] | None = None
     in_prefill: bool = False
     step_attention_mask: torch.Tensor | None = None
     step_position_ids: torch.Tensor | None = None
+
+    @property
+    def index(self) -> int:
+        return self.record.index
 
 
 def _sync(device: torch.device) -> None:
@@ -68,21 +76,20 @@ def _sync(device: torch.device) -> None:
 class PruneSession:
     """Installs the hooks for one ``(model, method)`` pair and records what they do."""
 
-    def __init__(self, model: nn.Module, adapter: ModelAdapter, method: TokenMethod) -> None:
+    def __init__(self, model: nn.Module, adapter: Any, method: Any) -> None:
         self.model = model
         self.adapter = adapter
         self.method = method
         self.schedule = method.schedule()
         self.schedule.validate(adapter.num_layers)
         adapter.check_supported(method)
-        self.position_mode = method.position_mode or adapter.default_position_mode
+        self.position_mode = method.position_convention() or adapter.default_position_mode
         if self.position_mode not in ("compact", "original"):
             raise ValueError(f"unknown position convention {self.position_mode!r}")
         self.events: list[PruneEvent] = []
-        self.prefill_seconds: list[float] = []
+        self.calls: list[CallRecord] = []
         self._handles: list[Any] = []
         self._call: _Call | None = None
-        self._calls = 0
         self._t0 = 0.0
         # generate() in transformers 5.x encodes images before the first forward: keep what the vision hooks
         # saw (and when the tower started) until the prefill that consumes it.
@@ -101,13 +108,16 @@ class PruneSession:
                 if not -n_vision <= idx < n_vision:
                     raise ValueError(f"vision layer {idx} out of range for a tower with {n_vision} layers")
                 table.setdefault(idx % n_vision, []).append(idx)
-        # first layer to see the shorter sequence -> (stage label, position in layer_list; -1 = encoder)
-        stages: dict[int, tuple[str | int, int]] = {}
+        # first decoder layer to see the shorter sequence -> its stage
+        self._stages: dict[int, Stage] = {}
         if self.schedule.has_encoder_stage:
-            stages[0] = ("encoder", -1)
+            self._stages[0] = Stage.encoder()
         for pos, layer in enumerate(self.schedule.layer_list):
-            stages[layer] = (layer, pos)
-        self._stages = stages
+            self._stages[layer] = Stage(layer, pos)
+
+    @property
+    def prefill_seconds(self) -> list[float]:
+        return [c.prefill_seconds for c in self.calls]
 
     # ---- install / remove ---------------------------------------------------------------------------
     def install(self) -> None:
@@ -132,7 +142,7 @@ class PruneSession:
         self._handles.clear()
         self._call = None
 
-    # ---- multimodal model: new prefill? ------------------------------------------------------------
+    # ---- multimodal model: a new prefill? ----------------------------------------------------------
     def _is_prefill(self, kwargs: dict[str, Any]) -> bool:
         cache = self.adapter.find_cache(kwargs)
         return cache is None or cache.get_seq_length() == 0
@@ -142,10 +152,10 @@ class PruneSession:
             return
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         embeds = kwargs.get("inputs_embeds")
-        self._call = _Call(index=self._calls, in_prefill=True)
-        self._calls += 1
+        record = CallRecord(index=len(self.calls))
+        self.calls.append(record)
+        self._call = _Call(record=record, in_prefill=True)
         self._call.kinds = self.adapter.visual_kinds(input_ids, embeds)
-        self._call.visual_mask = self._call.kinds > 0
         self.adapter.begin_prefill(kwargs)
         self._call.cls_rows = self._pending_cls
         self._call.vision_inputs = self._pending_inputs
@@ -158,8 +168,9 @@ class PruneSession:
         if call is None or not call.in_prefill:
             return
         call.in_prefill = False
-        _sync(call.visual_mask.device)
-        self.prefill_seconds.append(time.perf_counter() - self._t0)
+        _sync(call.kinds.device)
+        call.record.prefill_seconds = time.perf_counter() - self._t0
+        call.prompt_embeds = None
         self._pending_cls = {}
         self._pending_inputs = {}
         self._vision_t0 = None
@@ -222,36 +233,18 @@ class PruneSession:
         kinds = call.kinds.to(device)
         if kinds.shape != (bsz, seq):
             raise ValueError(f"image-token mask {tuple(kinds.shape)} does not match the prompt {(bsz, seq)}")
+        call.record.visual_counts = self.adapter.visual_token_counts(kinds, embeds)
         if self._stages and not bool((kinds > 0).any()):
             raise ValueError(
                 f"no image tokens (id {self.adapter.image_token_id}) in the input: put the image placeholder "
                 "in the prompt (e.g. via the processor) so there is something to prune"
             )
         padding = torch.ones(bsz, seq, dtype=torch.bool, device=device) if mask2d is None else mask2d.bool()
-        pad_left = bool((~padding[:, 0]).any()) and bool(padding[:, -1].all())
         position_ids = self.adapter.canonical_positions(position_ids, bsz, seq, 0, device)
-        image = torch.full((bsz, seq), -1, dtype=torch.long, device=device)
-        vis_index = torch.full((bsz, seq), -1, dtype=torch.long, device=device)
         layout = self.adapter.visual_layout(kinds, embeds, position_ids) if self._stages else [[]] * bsz
-        call.meta = []
-        for b, items in enumerate(layout):
-            count = 0
-            for m, item in enumerate(items):
-                pos = item.positions.to(device)
-                image[b, pos] = m
-                vis_index[b, pos] = torch.arange(count, count + pos.numel(), device=device)
-                count += pos.numel()
-            call.meta.append(SampleMeta.from_items(items, device))
+        call.state, call.meta = start_state(layout, padding, position_ids)
         call.prefill_len = seq
-        call.state = SequenceState(
-            padding=padding,
-            visual=vis_index,
-            image=image,
-            original_positions=position_ids.clone(),
-            positions=position_ids.clone(),
-            dropped=torch.zeros(bsz, dtype=torch.long, device=device),
-            pad_left=pad_left,
-        )
+        call.prompt_embeds = embeds
 
     # ---- decoder layers ------------------------------------------------------------------------------
     def _layer_hook(self, index: int):
@@ -279,8 +272,8 @@ class PruneSession:
         )
         return {
             "attention_mask": mask,
-            "position_ids": self.adapter.layer_position_ids(state.positions),
-            "position_embeddings": self.adapter.rotary(hidden, state.positions),
+            "position_ids": self.adapter.layer_position_ids(state.position_ids),
+            "position_embeddings": self.adapter.rotary(hidden, state.position_ids),
         }
 
     def _prefill_layer(self, call: _Call, index: int, hidden: torch.Tensor, kwargs: dict[str, Any]):
@@ -298,8 +291,7 @@ class PruneSession:
                 call.kwargs_cache.pop("prefill", None)
                 if call.previous is not None:
                     call.previous = to_device(call.previous, device)
-            stage, stage_pos = self._stages[index]
-            new_hidden = self._run_stage(call, stage, index, stage_pos, hidden, kwargs)
+            new_hidden = self._run_stage(call, self._stages[index], hidden, kwargs)
             if new_hidden is not None:
                 hidden = new_hidden
                 call.kwargs_cache["prefill"] = self._state_kwargs(call.state, hidden)
@@ -315,203 +307,85 @@ class PruneSession:
 
     def _decode_kwargs(self, call: _Call, index: int, hidden: torch.Tensor) -> dict[str, Any]:
         record = next(r for r in reversed(call.stages) if r.first_layer <= index)
-        key = record.first_layer
-        if key in call.kwargs_cache:
-            return call.kwargs_cache[key]
-        bsz, q_len, _ = hidden.shape
-        device = hidden.device
-        seen = call.decoded + q_len
-        step_mask = call.step_attention_mask
-        if step_mask is not None:
-            new_mask = step_mask[:, call.prefill_len :].bool().to(device)
-            if new_mask.shape[1] != seen:
-                raise ValueError(
-                    f"attention_mask has {step_mask.shape[1]} columns; expected prefill {call.prefill_len} + "
-                    f"{seen} decoded tokens"
-                )
-        else:
-            new_mask = torch.ones(bsz, seen, dtype=torch.bool, device=device)
-        padding = torch.cat([record.padding.to(device), new_mask], dim=1)
-        positions = self.adapter.canonical_positions(
-            call.step_position_ids, bsz, q_len, call.prefill_len + call.decoded, device
-        )
-        positions = positions.to(device)
-        if self.position_mode == "compact":
-            positions = positions - record.dropped.to(device)[None, :, None]
-        out = {
-            "attention_mask": layer_attention_mask(
-                padding, q_len, self.adapter.attn_implementation, hidden.dtype
-            ),
-            "position_ids": self.adapter.layer_position_ids(positions),
-            "position_embeddings": self.adapter.rotary(hidden, positions),
-        }
-        call.kwargs_cache[key] = out
-        return out
+        if record.first_layer not in call.kwargs_cache:
+            call.kwargs_cache[record.first_layer] = decode_layer_kwargs(
+                self.adapter,
+                record,
+                hidden,
+                call.prefill_len,
+                call.decoded,
+                call.step_attention_mask,
+                call.step_position_ids,
+                compact=self.position_mode == "compact",
+            )
+        return call.kwargs_cache[record.first_layer]
 
     # ---- a stage -------------------------------------------------------------------------------------
-    def _keep(self, stage: str | int, stage_pos: int, available: int) -> int:
-        if stage == "encoder":
-            return self.schedule.encoder_keep(available)
-        return self.schedule.llm_keep(stage_pos, available)
-
-    def _groups(
-        self, call: _Call, stage: str | int, stage_pos: int
-    ) -> tuple[list[Group], list[Group], list[tuple[int, torch.Tensor]]]:
-        """(groups to prune, groups kept whole, (vision row, patch indices) of groups lying on one row).
-
-        One group per image per sample; at the encoder stage of a family that prunes tiles separately
-        (LLaVA-NeXT), one group per tile, the image's budget split over its tiles by size."""
-        state = call.state
-        to_prune, whole, pieces = [], [], []
-        split = stage == "encoder" and self.adapter.split_tiles_at_encoder
-        for b in range(state.padding.shape[0]):
-            meta = call.meta[b]
-            for m in range(int(state.image[b].max()) + 1):
-                pos = (state.image[b] == m).nonzero().flatten()
-                original = state.visual[b, pos]
-                keep = self._keep(stage, stage_pos, int(pos.numel()))
-                parts = [(pos, original, keep)]
-                tile = meta.take("tile", original)
-                if split and tile is not None and int(tile.max()) > int(tile.min()):
-                    tiles = torch.unique(tile)
-                    masks = [tile == t for t in tiles]
-                    quotas = split_keep(keep, [int(mask.sum()) for mask in masks])
-                    parts = [(pos[mask], original[mask], q) for mask, q in zip(masks, quotas)]
-                for p, o, k in parts:
-                    rows = meta.take("vision_row", o)
-                    image_row = int(rows[0]) if rows is not None else len(to_prune) + len(whole)
-                    g = Group(
-                        sample=b,
-                        image_row=image_row,
-                        positions=p,
-                        original=o,
-                        keep=k,
-                        tile=meta.take("tile", o),
-                        row=meta.take("row", o),
-                        col=meta.take("col", o),
-                        kind=meta.kinds[m] if m < len(meta.kinds) else "image",
-                    )
-                    if rows is not None and bool((rows == image_row).all()):
-                        pieces.append((image_row, meta.take("patch", o)))
-                    (to_prune if g.keep < g.size else whole).append(g)
-        return to_prune, whole, pieces
-
-    def _vision_tables(
-        self, captured: dict[int, list[torch.Tensor]], pieces: list[tuple[int, torch.Tensor]], prefix: int
-    ) -> dict[int, Any]:
-        """Captured vision-side rows, each aligned with the group lying on it (see :func:`align_rows`)."""
-        return {key: align_rows(rows, pieces, prefix) for key, rows in captured.items() if rows}
+    def _keep_for(self, stage: Stage):
+        if stage.is_encoder:
+            return self.schedule.encoder_keep
+        return lambda available: self.schedule.llm_keep(stage.llm_index, available)
 
     def _run_stage(
-        self,
-        call: _Call,
-        stage: str | int,
-        index: int,
-        stage_pos: int,
-        hidden: torch.Tensor,
-        kwargs: dict[str, Any],
+        self, call: _Call, stage: Stage, hidden: torch.Tensor, kwargs: dict[str, Any]
     ) -> torch.Tensor | None:
         state = call.state
-        to_prune, whole, pieces = self._groups(call, stage, stage_pos)
+        split = stage.is_encoder and self.adapter.split_tiles_at_encoder
+        to_prune, whole, pieces = stage_groups(state, call.meta, self._keep_for(stage), split)
         selection = Selection(kept=[], scores=[])
         if to_prune:
             wanted = [i for keys in self._cls_layers.values() for i in keys]
-            missing = [i for i in wanted if not call.cls_rows.get(i)] if stage == "encoder" else []
+            missing = [i for i in wanted if not call.cls_rows.get(i)] if stage.is_encoder else []
             if missing:
                 raise RuntimeError(f"vision [CLS] attention for layers {missing} was not captured")
-            if stage != "encoder":
+            if not stage.is_encoder:
                 pieces = []
+            previous = call.previous if stage.layer_index > 0 else None
             ctx = StageContext(
                 stage=stage,
-                layer_index=index,
                 hidden=hidden,
                 groups=to_prune,
                 padding=state.padding,
                 last_valid=last_valid_index(state.padding),
                 layer_kwargs=kwargs,
                 adapter=self.adapter,
-                cls_attention=self._vision_tables(call.cls_rows, pieces, 0),
-                vision_inputs=self._vision_tables(call.vision_inputs, pieces, self.adapter.vision_row_prefix),
-                previous_hidden=call.previous[0] if index > 0 and call.previous else None,
-                previous_kwargs=call.previous[1] if index > 0 and call.previous else None,
+                cls_attention={k: align_rows(r, pieces, 0) for k, r in call.cls_rows.items() if r},
+                vision_inputs={
+                    k: align_rows(r, pieces, self.adapter.vision_row_prefix)
+                    for k, r in call.vision_inputs.items()
+                    if r
+                },
+                previous_hidden=previous[0] if previous else None,
+                previous_kwargs=previous[1] if previous else None,
+                prompt_embeds=call.prompt_embeds,
+                prompt_index=state.prompt_index,
             )
             self._in_stage = True
             try:
                 selection = self.method.select(ctx)
             finally:
                 self._in_stage = False
-            self._check_selection(selection, to_prune)
-        self._record(call, stage, index, to_prune, whole, selection)
-        if not to_prune:
-            return None
-        keep = torch.ones_like(state.padding)
-        for g, kept in zip(to_prune, selection.kept):
-            drop = torch.ones(g.size, dtype=torch.bool, device=keep.device)
-            drop[kept] = False
-            keep[g.sample, g.positions[drop]] = False
-        hidden = hidden.clone()
-        for i, g in enumerate(to_prune):
-            if selection.replacement is not None and selection.replacement[i] is not None:
-                hidden[g.sample, g.positions[selection.kept[i]]] = selection.replacement[i].to(hidden.dtype)
-        new_state, src, valid = state.gather(keep, compact=self.position_mode == "compact")
-        call.state = new_state
-        call.stages.append(
-            _StageRecord(first_layer=index, padding=new_state.padding, dropped=new_state.dropped)
-        )
-        return gather_hidden(hidden, src, valid)
-
-    @staticmethod
-    def _check_selection(selection: Selection, groups: list[Group]) -> None:
-        if len(selection.kept) != len(groups):
-            raise RuntimeError(f"method returned {len(selection.kept)} selections for {len(groups)} images")
-        for g, kept in zip(groups, selection.kept):
-            if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= g.size):
-                raise RuntimeError(f"method selected an index outside 0..{g.size - 1}")
-            if kept.numel() > 1 and not bool((kept[1:] > kept[:-1]).all()):
-                raise RuntimeError("method must return strictly ascending, unique indices")
-            if kept.numel() == 0:
-                raise RuntimeError("method kept no token of an image")
-
-    def _record(
-        self,
-        call: _Call,
-        stage: str | int,
-        index: int,
-        to_prune: list[Group],
-        whole: list[Group],
-        sel: Selection,
-    ) -> None:
-        bsz = call.state.padding.shape[0]
-        cand = [[] for _ in range(bsz)]
-        scores: list[list] = [[] for _ in range(bsz)]
-        kept = [[] for _ in range(bsz)]
-        for i, g in enumerate(to_prune):
-            cand[g.sample].append(g.original)
-            scores[g.sample].append(sel.scores[i])
-            kept[g.sample].append(g.original[sel.kept[i]])
-        for g in whole:
-            cand[g.sample].append(g.original)
-            scores[g.sample].append(None)
-            kept[g.sample].append(g.original)
-        empty = torch.empty(0, dtype=torch.long, device=call.state.padding.device)
-
-        def cat(parts: list[torch.Tensor]) -> torch.Tensor:
-            return torch.sort(torch.cat(parts)).values if parts else empty
-
-        def cat_scores(b: int) -> torch.Tensor | None:
-            if not scores[b] or any(s is None for s in scores[b]):
-                return None
-            order = torch.argsort(torch.cat(cand[b]).cpu())
-            return torch.cat([s.detach().float().cpu() for s in scores[b]])[order]
-
+            check_selection(selection, to_prune, hidden.shape[-1])
+        created: list[torch.Tensor] = []
+        surgery = None
+        if to_prune:
+            surgery, created = stage_surgery(state, call.meta, to_prune, selection)
         self.events.append(
-            PruneEvent(
-                stage=stage,
-                layer_index=index,
-                call=call.index,
-                method=self.method.name,
-                candidates=[cat(c).cpu() for c in cand],
-                scores=[cat_scores(b) for b in range(bsz)],
-                kept=[cat(k).cpu() for k in kept],
+            stage_event(
+                stage,
+                call.index,
+                self.method.name,
+                state.padding.shape[0],
+                to_prune,
+                whole,
+                selection,
+                created,
             )
         )
+        if surgery is None:
+            return None
+        call.state, new_hidden = rebuild(state, hidden, surgery, compact=self.position_mode == "compact")
+        call.stages.append(
+            StageRecord(first_layer=stage.layer_index, padding=call.state.padding, dropped=call.state.dropped)
+        )
+        return new_hidden

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from trio_vlm.eval.vqa_text import normalize_vqa_answer
+from trio_vlm.eval.scoring.vqa_text import normalize_vqa_answer
 
 
 def vqa_score(prediction: str, human_answers: Sequence[str]) -> float:

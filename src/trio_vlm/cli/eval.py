@@ -5,41 +5,30 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from trio_vlm.cli.options import add_device_arguments, add_method_arguments, method_request
 from trio_vlm.eval.benches import BENCHMARKS, LoadOptions
-from trio_vlm.eval.method_spec import VANILLA, MethodSpec, known_methods
 from trio_vlm.eval.runner import EvalConfig, run_eval
-
-DEFAULT_BUDGET = 64
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``trio-vlm eval`` (shared with ``python -m trio_vlm.eval``)."""
+    """The options of ``trio-vlm eval``."""
     parser.add_argument("--bench", required=True, choices=list(BENCHMARKS), help="benchmark")
     parser.add_argument(
         "--data", required=True, help="LLaVA's playground/data/eval, or the benchmark's folder"
     )
     parser.add_argument("--output", help="run folder (default eval_runs/<bench>/<model>/<method>)")
     parser.add_argument("--model", help="hub id or local path (default: the bundled tiny random model)")
-    group = parser.add_argument_group("method")
-    group.add_argument("--method", default="trio", choices=known_methods(), help="'vanilla': no pruning")
-    group.add_argument(
-        "--budget", type=int, help=f"average visual tokens per layer (default {DEFAULT_BUDGET})"
+    add_method_arguments(parser)
+    gen = parser.add_argument_group("generation (the paper's evaluation defaults)")
+    gen.add_argument(
+        "--conv-mode", default="auto", help="auto (the family's), vicuna_v1, llava_hf, chat_template"
     )
-    group.add_argument("--mode", choices=("w_ve", "wo_ve"), help="with / without the encoder stage")
-    group.add_argument("--preset", default="llava-1.5", help="model family the presets target")
-    gen = parser.add_argument_group("generation (LLaVA's evaluation defaults)")
-    gen.add_argument("--conv-mode", default="vicuna_v1")
     gen.add_argument("--max-new-tokens", type=int, default=128)
     gen.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     gen.add_argument(
         "--no-pad-square", dest="pad_square", action="store_false", help="do not pad to a square"
     )
-    hw = parser.add_argument_group("devices")
-    hw.add_argument("--device", default="cpu", help="cpu, cuda (one GPU per rank under torchrun), cuda:1 …")
-    hw.add_argument("--dtype", default="auto")
-    hw.add_argument(
-        "--device-map", help="e.g. 'auto': spread a large model over the visible GPUs (accelerate)"
-    )
+    add_device_arguments(parser.add_argument_group("devices (one GPU per rank under torchrun)"))
     files = parser.add_argument_group("files (override LLaVA's layout)")
     files.add_argument("--question-file")
     files.add_argument("--image-folder")
@@ -67,17 +56,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
     """Validate the options and build the run configuration."""
-    budget = args.budget
-    if args.method != VANILLA and budget is None:
-        budget = DEFAULT_BUDGET
-    spec = MethodSpec(args.method, budget, args.mode, args.preset)
+    request = method_request(args)
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     output = args.output
     if output is None:
         model = Path((args.model or "tiny-llava").rstrip("/")).name
+        budget = args.budget or 64
         label = (
-            spec.name if spec.is_vanilla else f"{spec.name}-{budget}" + (f"-{args.mode}" if args.mode else "")
+            request.name
+            if request.is_vanilla
+            else f"{request.name}-{budget}" + (f"-{args.mode}" if args.mode else "")
         )
         output = Path("eval_runs") / args.bench / model / label
     return EvalConfig(
@@ -85,7 +74,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         data=Path(args.data),
         output=Path(output),
         model=args.model,
-        method=spec,
+        method=request,
         conv_mode=args.conv_mode,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,

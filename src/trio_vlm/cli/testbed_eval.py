@@ -68,11 +68,10 @@ def run(args: argparse.Namespace) -> int:
     model_dir = Path(args.model) if args.model else bundled_model_dir()
     seed = EVAL_SEED if args.seed is None else args.seed
     model, processor = load_model_and_processor(model_dir)
-    num_layers = model.config.text_config.num_hidden_layers
     examples = benchmark(args.questions, seed=seed)
     print(f"model: {model_dir}")
     print(f"questions: {len(examples)} held-out (seed {seed}); budgets: {budgets} average tokens per layer")
-    vanilla, rows = run_grid(model, processor, examples, chosen, budgets, num_layers)
+    vanilla, rows = run_grid(model, processor, examples, chosen, budgets)
     print(markdown_table(vanilla, rows))
     if args.plot:
         print(f"plot: {plot_accuracy(vanilla, rows, args.plot)}")

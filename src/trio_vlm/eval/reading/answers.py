@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from trio_vlm.eval.items import EvalItem
+from trio_vlm.eval.reading.items import EvalItem
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,126 @@
+"""Options several commands share: the method (name, budget, mode, explicit schedule lists), model and device."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from itertools import pairwise
+from typing import Any
+
+from trio_vlm.methods.base import MODES
+from trio_vlm.methods.registry import available_methods
+from trio_vlm.methods.request import MethodRequest
+from trio_vlm.presets import DEFAULT_BUDGET
+
+
+def parse_int_list(text: str, option: str, *, increasing: bool = False) -> list[int]:
+    """Parse a JSON list of positive integers such as ``"[16]"``; ``ValueError`` names ``option``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{option} must be a JSON list of integers such as '[16]', got {text!r}") from exc
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"{option} must be a JSON list of integers such as '[16]', got {text!r}")
+    if any(v < 1 for v in value):
+        raise ValueError(f"{option} entries must be >= 1, got {value}")
+    if increasing and any(b <= a for a, b in pairwise(value)):
+        raise ValueError(f"{option} must be strictly increasing, got {value}")
+    return value
+
+
+def parse_ratio_list(text: str, option: str) -> list[float]:
+    """Parse a JSON list of fractions in (0, 1] such as ``"[0.333]"``; ``ValueError`` names ``option``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{option} must be a JSON list of fractions such as '[0.333]', got {text!r}"
+        ) from exc
+    ok = isinstance(value, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    )
+    if not ok:
+        raise ValueError(f"{option} must be a JSON list of fractions such as '[0.333]', got {text!r}")
+    if any(not 0 < v <= 1 for v in value):
+        raise ValueError(f"{option} entries must lie in (0, 1], got {value}")
+    return [float(v) for v in value]
+
+
+def add_method_arguments(parser: argparse.ArgumentParser, default: str = "trio") -> None:
+    """``--method``, ``--budget``, ``--mode`` and the explicit schedule lists (which override the preset)."""
+    group = parser.add_argument_group("method (explicit lists override the preset)")
+    group.add_argument("--method", choices=available_methods(), default=default, help="'vanilla': no pruning")
+    group.add_argument(
+        "--budget",
+        type=int,
+        help=f"average visual tokens per decoder layer (default {DEFAULT_BUDGET}); the method's published "
+        "schedule is fitted to the model",
+    )
+    group.add_argument("--mode", choices=MODES, help="with (w_ve) or without (wo_ve) the encoder stage")
+    group.add_argument("--layer-list", help="JSON list: decoder layers run before each drop, e.g. '[16]'")
+    group.add_argument("--image-token-list", help="JSON list: visual tokens kept by each drop, e.g. '[32]'")
+    group.add_argument("--visual-token-num", type=int, help="visual tokens kept by the encoder stage")
+    group.add_argument(
+        "--image-token-ratio",
+        type=float,
+        help="encoder stage as a fraction of each image's tokens (variable-resolution models), e.g. 0.167",
+    )
+    group.add_argument(
+        "--image-token-ratio-list",
+        help="JSON list: fraction of the tokens each LLM drop keeps, e.g. '[0.333]' (instead of --image-token-list)",
+    )
+
+
+def method_request(args: argparse.Namespace) -> MethodRequest:
+    """The :class:`~trio_vlm.methods.request.MethodRequest` the options describe (``ValueError`` naming a bad
+    option)."""
+    options: dict[str, Any] = {}
+    if args.layer_list is not None:
+        options["layer_list"] = parse_int_list(args.layer_list, "--layer-list", increasing=True)
+    if args.image_token_list is not None:
+        options["image_token_list"] = parse_int_list(args.image_token_list, "--image-token-list")
+    if args.visual_token_num is not None:
+        if args.visual_token_num < 1:
+            raise ValueError(f"--visual-token-num must be >= 1, got {args.visual_token_num}")
+        if args.mode == "wo_ve":
+            raise ValueError("--visual-token-num sets the encoder stage, which --mode wo_ve turns off")
+        options["visual_token_num"] = args.visual_token_num
+    if args.image_token_ratio is not None:
+        if not 0 < args.image_token_ratio <= 1:
+            raise ValueError(f"--image-token-ratio must lie in (0, 1], got {args.image_token_ratio}")
+        if args.mode == "wo_ve":
+            raise ValueError("--image-token-ratio sets the encoder stage, which --mode wo_ve turns off")
+        options["image_token_ratio"] = args.image_token_ratio
+    if args.image_token_ratio_list is not None:
+        if args.image_token_list is not None:
+            raise ValueError("give --image-token-list or --image-token-ratio-list, not both")
+        options["image_token_ratio_list"] = parse_ratio_list(
+            args.image_token_ratio_list, "--image-token-ratio-list"
+        )
+        options["image_token_list"] = []
+    if args.budget is not None and args.budget < 1:
+        raise ValueError(f"--budget must be >= 1, got {args.budget}")
+    return MethodRequest(args.method, args.budget, args.mode, tuple(options.items()))
+
+
+def add_device_arguments(parser: Any, device_map: bool = True) -> None:
+    """``--device``, ``--dtype`` and (optionally) ``--device-map``."""
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 …")
+    parser.add_argument("--dtype", default="auto", help="auto (the checkpoint's), float16, bfloat16, float32")
+    if device_map:
+        parser.add_argument("--device-map", help="e.g. 'auto': spread a large model over the visible GPUs")
+
+
+def describe_method(method: Any, shape: Any) -> str:
+    """``trio(layer_list=[1, 10, 15], …)`` with its planned average tokens per layer on ``shape``."""
+    summary = method.describe()
+    keys = (
+        "layer_list",
+        "image_token_list",
+        "visual_token_num",
+        "image_token_ratio",
+        "image_token_ratio_list",
+    )
+    lists = ", ".join(f"{k}={summary[k]}" for k in keys if summary.get(k) not in (None, [], ()))
+    average = method.average_tokens(shape.num_layers, shape.visual)
+    return f"{summary['method']}({lists}) — {average:.1f} visual tokens per layer on average"

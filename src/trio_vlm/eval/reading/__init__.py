@@ -1,0 +1,1 @@
+"""Reading benchmark files: questions, images, answers."""

@@ -1,0 +1,1 @@
+"""Reporting scores: the run report, the paper-style table and plot, the published rows."""

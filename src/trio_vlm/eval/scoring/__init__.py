@@ -1,0 +1,1 @@
+"""Scoring answers: the VQA accuracy, EvalAI answer processing, option letters."""
