@@ -22,7 +22,7 @@ from torch import nn
 
 from trio_vlm.contract import PruneEvent, Selection, Stage, StageContext
 from trio_vlm.engine.decode import StageRecord, decode_layer_kwargs
-from trio_vlm.engine.layout import SampleMeta, align_rows
+from trio_vlm.engine.layout import SampleMeta, align_rows, share_expanded_rows, vision_row_count
 from trio_vlm.engine.masks import layer_attention_mask
 from trio_vlm.engine.sequence import SequenceState, last_valid_index, rebuild, start_state, to_device
 from trio_vlm.engine.stages import check_selection, stage_event, stage_groups, stage_surgery
@@ -242,6 +242,9 @@ class PruneSession:
         padding = torch.ones(bsz, seq, dtype=torch.bool, device=device) if mask2d is None else mask2d.bool()
         position_ids = self.adapter.canonical_positions(position_ids, bsz, seq, 0, device)
         layout = self.adapter.visual_layout(kinds, embeds, position_ids) if self._stages else [[]] * bsz
+        captured = [len(rows) for rows in (*call.cls_rows.values(), *call.vision_inputs.values()) if rows]
+        if captured and vision_row_count(layout) != captured[0]:
+            layout = share_expanded_rows(layout, kinds, captured[0])
         call.state, call.meta = start_state(layout, padding, position_ids)
         call.prefill_len = seq
         call.prompt_embeds = embeds

@@ -60,8 +60,9 @@ def reference_saliency(
     include_last: bool = False,
 ) -> torch.Tensor:
     """(B, S) saliency the reference way: full next layer, final norm and LM head over every position."""
-    pos, weights = loss_positions(last_valid, k_positions, include_last)
     with torch.inference_mode(False), torch.enable_grad():
+        # tensors made under an outer inference_mode cannot take part in autograd: clone them out of it
+        pos, weights = loss_positions(last_valid.clone(), k_positions, include_last)
         kwargs = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in layer_kwargs.items()}
         if isinstance(kwargs.get("position_embeddings"), tuple):
             kwargs["position_embeddings"] = tuple(t.clone() for t in kwargs["position_embeddings"])
@@ -130,11 +131,12 @@ def fast_saliency(
     its key and value: the probe needs the input norm and key projections for all tokens, the rest of the layer
     for K rows only, and the LM head's gradient for K rows in one pass over its weight (:func:`head_gradient`).
     """
-    pos, weights = loss_positions(last_valid, k_positions, include_last)
     cos, sin = layer_kwargs["position_embeddings"]
     head = adapter.lm_head
     scale = _default_scale(hidden.dtype)
     with torch.inference_mode(False), torch.enable_grad():
+        # tensors made under an outer inference_mode cannot take part in autograd: clone them out of it
+        pos, weights = loss_positions(last_valid.clone(), k_positions, include_last)
         h = _probe_input(hidden)
         rows = adapter.layer_rows(layer_index, h, pos, cos.clone(), sin.clone(), padding.clone())
         z = adapter.final_norm(rows)  # (B, K, D)
