@@ -131,10 +131,13 @@ def test_a_nested_apply_on_the_same_model_is_refused(models):
     model = models["llava-1.5"]
     x = tiny_inputs(model, seed=7)
     outer = trio_vlm.FastV(layer_list=(2,), image_token_list=(12,))
+    inner = trio_vlm.TRIO(layer_list=[2], image_token_list=[8])
     with torch.no_grad(), trio_vlm.apply(model, outer) as record:
-        with pytest.raises(RuntimeError, match="already pruned by 'fastv'.*trio_vlm.Compose"):
-            with trio_vlm.apply(model, trio_vlm.TRIO(layer_list=[2], image_token_list=[8])):
-                pass
+        with (
+            pytest.raises(RuntimeError, match="already pruned by 'fastv'.*trio_vlm.Compose"),
+            trio_vlm.apply(model, inner),
+        ):
+            pass
         model(**x)
     assert record.events[0].tokens_after == [12]
     with torch.no_grad(), trio_vlm.apply(model, trio_vlm.TRIO(layer_list=[2], image_token_list=[8])) as after:

@@ -7,6 +7,9 @@ import json
 from itertools import pairwise
 from typing import Any
 
+import torch
+
+from trio_vlm.generation import generation_kwargs
 from trio_vlm.methods.base import MODES
 from trio_vlm.methods.registry import available_methods
 from trio_vlm.methods.request import MethodRequest
@@ -124,3 +127,44 @@ def describe_method(method: Any, shape: Any) -> str:
     lists = ", ".join(f"{k}={summary[k]}" for k in keys if summary.get(k) not in (None, [], ()))
     average = method.average_tokens(shape.num_layers, shape.visual)
     return f"{summary['method']}({lists}) — {average:.1f} visual tokens per layer on average"
+
+
+def add_generation_arguments(parser: Any, max_new_tokens: int) -> None:
+    """``--temperature`` (0: greedy), ``--top-p``, ``--num-beams``, ``--max-new-tokens`` (LLaVA's names too)."""
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 means greedy decoding")
+    parser.add_argument(
+        "--top-p", "--top_p", dest="top_p", type=float, help="nucleus sampling (with --temperature)"
+    )
+    parser.add_argument(
+        "--num-beams", "--num_beams", dest="num_beams", type=int, default=1, help="beam search"
+    )
+    parser.add_argument(
+        "--max-new-tokens", "--max_new_tokens", dest="max_new_tokens", type=int, default=max_new_tokens
+    )
+
+
+def generation_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``generate`` options of :func:`add_generation_arguments`, checked (``ValueError`` names the bad one)."""
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.temperature < 0:
+        raise ValueError(f"--temperature must be >= 0 (0 means greedy decoding), got {args.temperature}")
+    if args.num_beams < 1:
+        raise ValueError(f"--num-beams must be >= 1, got {args.num_beams}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise ValueError(f"--top-p must lie in (0, 1], got {args.top_p}")
+    return generation_kwargs(args.max_new_tokens, args.temperature, args.top_p, args.num_beams)
+
+
+def check_device(device: str) -> None:
+    """``ValueError`` for a device string torch does not know, or a CUDA device on a machine without CUDA."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"--device {device!r} is not a device torch knows ({exc}); use cpu or cuda"
+        ) from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
