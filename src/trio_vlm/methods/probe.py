@@ -58,8 +58,11 @@ def reference_saliency(
     last_valid: torch.Tensor,
     k_positions: int = 4,
     include_last: bool = False,
+    head: torch.nn.Module | None = None,
 ) -> torch.Tensor:
-    """(B, S) saliency the reference way: full next layer, final norm and LM head over every position."""
+    """(B, S) saliency the reference way: full next layer, final norm and LM head over every position.
+
+    ``head``: the output head's module (its ``weight``, and ``bias`` if any); ``None``: the model's LM head."""
     pos, weights = loss_positions(last_valid, k_positions, include_last)
     with torch.inference_mode(False), torch.enable_grad():
         kwargs = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in layer_kwargs.items()}
@@ -67,7 +70,10 @@ def reference_saliency(
             kwargs["position_embeddings"] = tuple(t.clone() for t in kwargs["position_embeddings"])
         h = _probe_input(hidden)
         out = adapter.run_layer(layer_index, h, kwargs)
-        logits = adapter.logits(out)  # (B, S, V): what the fast probe avoids
+        if head is None:
+            logits = adapter.logits(out)  # (B, S, V): what the fast probe avoids
+        else:
+            logits = F.linear(adapter.final_norm(out), head.weight, getattr(head, "bias", None))
         picked = logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1]))
         loss = _pseudo_label_loss(picked, weights)
         return _grad_norm(loss, h, _default_scale(hidden.dtype))
@@ -123,6 +129,7 @@ def fast_saliency(
     padding: torch.Tensor,
     k_positions: int = 4,
     include_last: bool = False,
+    head: torch.nn.Module | None = None,
 ) -> torch.Tensor:
     """(B, S) saliency equal to :func:`reference_saliency`, computing the layer only at the K loss rows.
 
@@ -132,7 +139,7 @@ def fast_saliency(
     """
     pos, weights = loss_positions(last_valid, k_positions, include_last)
     cos, sin = layer_kwargs["position_embeddings"]
-    head = adapter.lm_head
+    head = adapter.lm_head if head is None else head
     scale = _default_scale(hidden.dtype)
     with torch.inference_mode(False), torch.enable_grad():
         h = _probe_input(hidden)
