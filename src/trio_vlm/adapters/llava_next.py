@@ -60,6 +60,10 @@ class LlavaNextAdapter(LlavaAdapter):
         self._image_sizes = None
         self._projected = []
 
+    def projected_rows(self) -> list[torch.Tensor] | None:
+        """Every tile's projected features (base image and crops, 24×24 on the 7B) before unpadding."""
+        return list(torch.cat(self._projected)) if self._projected else None
+
     def visual_token_counts(self, kinds: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
         """Image tokens per sample without the row newlines (structural, never counted)."""
         newline = self.model.model.image_newline.detach().to(embeds.device, embeds.dtype)

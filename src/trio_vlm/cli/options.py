@@ -72,6 +72,12 @@ def add_method_arguments(parser: argparse.ArgumentParser, default: str = "trio")
         "--image-token-ratio-list",
         help="JSON list: fraction of the tokens each LLM drop keeps, e.g. '[0.333]' (instead of --image-token-list)",
     )
+    group.add_argument(
+        "--reference-quirks",
+        action="store_true",
+        help="TRIO: reproduce the authors' published Qwen2.5-VL / LLaVA-NeXT code where it departs from the "
+        "paper (docs/families.md); default: the paper's algorithm",
+    )
 
 
 def method_request(args: argparse.Namespace) -> MethodRequest:
@@ -101,6 +107,8 @@ def method_request(args: argparse.Namespace) -> MethodRequest:
             args.image_token_ratio_list, "--image-token-ratio-list"
         )
         options["image_token_list"] = []
+    if args.reference_quirks:
+        options["reference_quirks"] = True
     if args.budget is not None and args.budget < 1:
         raise ValueError(f"--budget must be >= 1, got {args.budget}")
     return MethodRequest(args.method, args.budget, args.mode, tuple(options.items()))
@@ -123,8 +131,10 @@ def describe_method(method: Any, shape: Any) -> str:
         "visual_token_num",
         "image_token_ratio",
         "image_token_ratio_list",
+        "reference_quirks",
     )
-    lists = ", ".join(f"{k}={summary[k]}" for k in keys if summary.get(k) not in (None, [], ()))
+    shown = {k: summary.get(k) for k in keys}
+    lists = ", ".join(f"{k}={v}" for k, v in shown.items() if v not in (None, [], ()) and v is not False)
     average = method.average_tokens(shape.num_layers, shape.visual)
     return f"{summary['method']}({lists}) — {average:.1f} visual tokens per layer on average"
 

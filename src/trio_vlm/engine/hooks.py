@@ -62,6 +62,7 @@ class _Call:
     in_prefill: bool = False
     step_attention_mask: torch.Tensor | None = None
     step_position_ids: torch.Tensor | None = None
+    causal: bool = True  # False once an LLM stage ran for a method whose later prefill layers lose causality
 
     @property
     def index(self) -> int:
@@ -86,6 +87,7 @@ class PruneSession:
         self.position_mode = method.position_convention() or adapter.default_position_mode
         if self.position_mode not in ("compact", "original"):
             raise ValueError(f"unknown position convention {self.position_mode!r}")
+        self._causal_after_drop = bool(method.causal_after_drop(adapter.family))
         self.events: list[PruneEvent] = []
         self.calls: list[CallRecord] = []
         self._handles: list[Any] = []
@@ -269,9 +271,11 @@ class PruneSession:
 
         return hook
 
-    def _state_kwargs(self, state: SequenceState, hidden: torch.Tensor) -> dict[str, Any]:
+    def _state_kwargs(
+        self, state: SequenceState, hidden: torch.Tensor, causal: bool = True
+    ) -> dict[str, Any]:
         mask = layer_attention_mask(
-            state.padding, state.length, self.adapter.attn_implementation, hidden.dtype
+            state.padding, state.length, self.adapter.attn_implementation, hidden.dtype, causal
         )
         return {
             "attention_mask": mask,
@@ -280,10 +284,10 @@ class PruneSession:
         }
 
     def _prefill_layer(self, call: _Call, index: int, hidden: torch.Tensor, kwargs: dict[str, Any]):
-        changed = bool(call.stages)
+        changed = bool(call.stages) or not call.causal
         if changed:
             if "prefill" not in call.kwargs_cache:
-                call.kwargs_cache["prefill"] = self._state_kwargs(call.state, hidden)
+                call.kwargs_cache["prefill"] = self._state_kwargs(call.state, hidden, call.causal)
             kwargs = {**kwargs, **call.kwargs_cache["prefill"]}
         if index in self._stages:
             # On a model split over devices, prune where the layer that sees the result lives.
@@ -294,10 +298,11 @@ class PruneSession:
                 call.kwargs_cache.pop("prefill", None)
                 if call.previous is not None:
                     call.previous = to_device(call.previous, device)
+            causal = call.causal
             new_hidden = self._run_stage(call, self._stages[index], hidden, kwargs)
-            if new_hidden is not None:
-                hidden = new_hidden
-                call.kwargs_cache["prefill"] = self._state_kwargs(call.state, hidden)
+            if new_hidden is not None or call.causal != causal:
+                hidden = new_hidden if new_hidden is not None else hidden
+                call.kwargs_cache["prefill"] = self._state_kwargs(call.state, hidden, call.causal)
                 kwargs = {**kwargs, **call.kwargs_cache["prefill"]}
                 changed = True
         if index + 1 in self._stages:
@@ -344,6 +349,8 @@ class PruneSession:
             if not stage.is_encoder:
                 pieces = []
             previous = call.previous if stage.layer_index > 0 else None
+            if not call.causal:  # the stage itself (a probe) sees the causal mask, whatever the layers get
+                kwargs = {**kwargs, **self._state_kwargs(state, hidden)}
             ctx = StageContext(
                 stage=stage,
                 hidden=hidden,
@@ -362,13 +369,18 @@ class PruneSession:
                 previous_kwargs=previous[1] if previous else None,
                 prompt_embeds=call.prompt_embeds,
                 prompt_index=state.prompt_index,
+                cls_attention_rows=call.cls_rows if stage.is_encoder else {},
+                projected_rows=self.adapter.projected_rows() if stage.is_encoder else None,
             )
             self._in_stage = True
             try:
                 selection = self.method.select(ctx)
             finally:
                 self._in_stage = False
-            check_selection(selection, to_prune, hidden.shape[-1])
+            images = [int(state.image[g.sample, g.seq_index[0]]) for g in to_prune] if split else None
+            check_selection(selection, to_prune, hidden.shape[-1], images)
+        if not stage.is_encoder and not self._causal_after_drop:
+            call.causal = False
         created: list[torch.Tensor] = []
         surgery = None
         if to_prune:

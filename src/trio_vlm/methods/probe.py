@@ -58,8 +58,11 @@ def reference_saliency(
     last_valid: torch.Tensor,
     k_positions: int = 4,
     include_last: bool = False,
+    head: torch.nn.Module | None = None,
 ) -> torch.Tensor:
-    """(B, S) saliency the reference way: full next layer, final norm and LM head over every position."""
+    """(B, S) saliency the reference way: full next layer, final norm and LM head over every position.
+
+    ``head``: the output head's module (its ``weight``, and ``bias`` if any); ``None``: the model's LM head."""
     with torch.inference_mode(False), torch.enable_grad():
         # tensors made under an outer inference_mode cannot take part in autograd: clone them out of it
         pos, weights = loss_positions(last_valid.clone(), k_positions, include_last)
@@ -68,7 +71,10 @@ def reference_saliency(
             kwargs["position_embeddings"] = tuple(t.clone() for t in kwargs["position_embeddings"])
         h = _probe_input(hidden)
         out = adapter.run_layer(layer_index, h, kwargs)
-        logits = adapter.logits(out)  # (B, S, V): what the fast probe avoids
+        if head is None:
+            logits = adapter.logits(out)  # (B, S, V): what the fast probe avoids
+        else:
+            logits = F.linear(adapter.final_norm(out), head.weight, getattr(head, "bias", None))
         picked = logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1]))
         loss = _pseudo_label_loss(picked, weights)
         return _grad_norm(loss, h, _default_scale(hidden.dtype))
@@ -124,6 +130,7 @@ def fast_saliency(
     padding: torch.Tensor,
     k_positions: int = 4,
     include_last: bool = False,
+    head: torch.nn.Module | None = None,
 ) -> torch.Tensor:
     """(B, S) saliency equal to :func:`reference_saliency`, computing the layer only at the K loss rows.
 
@@ -132,7 +139,7 @@ def fast_saliency(
     for K rows only, and the LM head's gradient for K rows in one pass over its weight (:func:`head_gradient`).
     """
     cos, sin = layer_kwargs["position_embeddings"]
-    head = adapter.lm_head
+    head = adapter.lm_head if head is None else head
     scale = _default_scale(hidden.dtype)
     with torch.inference_mode(False), torch.enable_grad():
         # tensors made under an outer inference_mode cannot take part in autograd: clone them out of it

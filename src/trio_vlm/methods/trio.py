@@ -10,6 +10,7 @@ import torch
 
 from trio_vlm import presets
 from trio_vlm.contract import Group, Selection, Stage, StageContext
+from trio_vlm.methods import trio_reference
 from trio_vlm.methods.base import TokenMethod, check_choice, check_float, check_int
 from trio_vlm.methods.nms import nms_select_batched, nms_select_loop, topk_select
 from trio_vlm.methods.probe import fast_saliency, reference_saliency
@@ -119,6 +120,11 @@ class TRIO(TokenMethod):
             reference: descending visit with a per-window cap); see :mod:`trio_vlm.methods.window_grid`.
         merge: merge dropped encoder-stage tokens into their nearest kept token (reference True).
         position_mode: ``None`` (family reference), ``"compact"`` or ``"original"``.
+        reference_quirks: ``True`` reproduces what the authors' published code selects where it departs from
+            the paper (Qwen2.5-VL: probe layer L-1, ``embed_tokens`` as output head, non-causal prefill
+            layers after an LLM drop; LLaVA-NeXT: encoder budget per tile on the grid before unpadding, LLM
+            stages prune the base tile only); see :mod:`trio_vlm.methods.trio_reference`. LLaVA-1.5's code
+            follows the paper, so nothing changes there. Default ``False``: the paper's algorithm.
     """
 
     layer_list: tuple[int, ...] = (1, 10, 15)
@@ -139,6 +145,7 @@ class TRIO(TokenMethod):
     window_rule: str = "quota"
     merge: bool = True
     position_mode: str | None = None
+    reference_quirks: bool = False
 
     name: ClassVar[str] = "trio"
     display_name: ClassVar[str] = "TRIO"
@@ -154,6 +161,7 @@ class TRIO(TokenMethod):
         check_choice("include_last", self.include_last, (True, False))
         check_choice("use_nms", self.use_nms, (True, False))
         check_choice("merge", self.merge, (True, False))
+        check_choice("reference_quirks", self.reference_quirks, (True, False))
         check_int("k_positions", self.k_positions, low=1)
         check_int("window", self.window, low=1)
         check_int("shallow_layer", self.shallow_layer)
@@ -185,6 +193,13 @@ class TRIO(TokenMethod):
     def cls_attention_layers(self) -> tuple[int, ...]:
         return (self.shallow_layer, self.deep_layer) if self.schedule().has_encoder_stage else ()
 
+    def causal_after_drop(self, family: str) -> bool:
+        # The Qwen2.5-VL reference rebuilds cache_position from the cache length after a drop (non-causal).
+        return not self._quirks(family, trio_reference.QWEN)
+
+    def _quirks(self, family: str, quirk_family: str) -> bool:
+        return self.reference_quirks and family == quirk_family
+
     def select(self, ctx: StageContext) -> Selection:
         if ctx.stage.is_encoder:
             return self._select_encoder(ctx)
@@ -192,40 +207,56 @@ class TRIO(TokenMethod):
 
     def saliency(self, ctx: StageContext) -> torch.Tensor:
         """(B, S) probe saliency at an LLM stage."""
+        layer, head = ctx.layer_index, None
+        if self._quirks(ctx.adapter.family, trio_reference.QWEN):
+            layer, head = trio_reference.probe_setup(ctx.adapter, layer)
         if self.probe == "reference":
             return reference_saliency(
                 ctx.adapter,
-                ctx.stage.layer_index,
+                layer,
                 ctx.hidden,
                 ctx.layer_kwargs,
                 ctx.last_valid,
                 self.k_positions,
                 self.include_last,
+                head,
             )
         return fast_saliency(
             ctx.adapter,
-            ctx.layer_index,
+            layer,
             ctx.hidden,
             ctx.layer_kwargs,
             ctx.last_valid,
             ctx.padding,
             self.k_positions,
             self.include_last,
+            head,
         )
 
     def _select_llm(self, ctx: StageContext) -> Selection:
         saliency = self.saliency(ctx)
         scores = [saliency[g.sample, g.seq_index] for g in ctx.groups]
+        # Candidates: the whole image (paper), or the first tokens of its span (LLaVA-NeXT reference code).
+        spans, keeps = [g.size for g in ctx.groups], [g.keep for g in ctx.groups]
+        if self._quirks(ctx.adapter.family, trio_reference.NEXT):
+            schedule, stage = self.schedule(), ctx.stage.llm_index
+            spans = [trio_reference.base_span(g, schedule, stage) for g in ctx.groups]
+            keeps = [schedule.llm_keep(stage, span) for span in spans]
+        candidates = [s[:span] for s, span in zip(scores, spans)]
         if not self.use_nms:
-            return Selection(kept=[topk_select(s, g.keep) for s, g in zip(scores, ctx.groups)], scores=scores)
-        feats = [ctx.hidden[g.sample, g.seq_index] for g in ctx.groups]
-        if self.nms == "device":  # every image of the batch in one batched NMS
-            kept = nms_select_batched(scores, feats, [g.keep for g in ctx.groups], self.tau)
+            kept = [topk_select(s, k) for s, k in zip(candidates, keeps)]
         else:
-            kept = [nms_select_loop(s, f, g.keep, self.tau) for s, f, g in zip(scores, feats, ctx.groups)]
-        return Selection(kept=kept, scores=scores)
+            feats = [ctx.hidden[g.sample, g.seq_index[:span]] for g, span in zip(ctx.groups, spans)]
+            if self.nms == "device":  # every image of the batch in one batched NMS
+                kept = nms_select_batched(candidates, feats, keeps, self.tau)
+            else:
+                kept = [nms_select_loop(s, f, k, self.tau) for s, f, k in zip(candidates, feats, keeps)]
+        rest = [torch.arange(span, g.size, device=k.device) for g, span, k in zip(ctx.groups, spans, kept)]
+        return Selection(kept=[torch.cat([k, r]) for k, r in zip(kept, rest)], scores=scores)
 
     def _select_encoder(self, ctx: StageContext) -> Selection:
+        if self._quirks(ctx.adapter.family, trio_reference.NEXT):
+            return self._select_tiles_before_unpadding(ctx)
         shallow = ctx.cls_attention[self.shallow_layer]
         deep = ctx.cls_attention[self.deep_layer]
         kept, scores, replacement = [], [], []
@@ -250,4 +281,26 @@ class TRIO(TokenMethod):
             scores.append(deep[g.image_row].float())
             feats = ctx.hidden[g.sample, g.seq_index]
             replacement.append(merge_into_nearest(feats, idx) if self.merge else None)
+        return Selection(kept=kept, scores=scores, replacement=replacement)
+
+    def _select_tiles_before_unpadding(self, ctx: StageContext) -> Selection:
+        """LLaVA-NeXT reference code: every tile keeps the encoder budget of a whole tile on its whole grid."""
+        shallow = ctx.cls_attention_rows[self.shallow_layer]
+        deep = ctx.cls_attention_rows[self.deep_layer]
+        kept, scores, replacement = [], [], []
+        for g in ctx.groups:
+            projected = ctx.projected_rows[g.image_row] if ctx.projected_rows is not None else None
+            idx, merged = trio_reference.tile_selection(
+                g,
+                shallow[g.image_row],
+                deep[g.image_row],
+                projected,
+                self.schedule(),
+                self.window,
+                self.local_ratio,
+                self.merge,
+            )
+            kept.append(idx)
+            scores.append(deep[g.image_row][g.patch].float())
+            replacement.append(merged)
         return Selection(kept=kept, scores=scores, replacement=replacement)
