@@ -125,7 +125,8 @@ class PruneSession:
     def install(self) -> None:
         mm = self.adapter.multimodal_model
         self._handles.append(mm.register_forward_pre_hook(self._mm_pre, with_kwargs=True))
-        self._handles.append(mm.register_forward_hook(self._mm_post, with_kwargs=True))
+        # always_call: a forward that raises still ends its prefill (nothing captured leaks into the next call)
+        self._handles.append(mm.register_forward_hook(self._mm_post, with_kwargs=True, always_call=True))
         lm = self.adapter.language_model
         self._handles.append(lm.register_forward_pre_hook(self._lm_pre, with_kwargs=True))
         self._handles.append(lm.register_forward_hook(self._lm_post, with_kwargs=True))
@@ -166,16 +167,21 @@ class PruneSession:
         self._t0 = self._vision_t0 if self._vision_t0 is not None else time.perf_counter()
 
     def _mm_post(self, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> None:
+        self._pending_cls = {}
+        self._pending_inputs = {}
+        self._vision_t0 = None
         call = self._call
         if call is None or not call.in_prefill:
             return
         call.in_prefill = False
+        if output is None:  # the forward raised: this prefill never happened
+            self._call = None
+            self.calls.pop()
+            self.adapter.end_prefill()
+            return
         _sync(call.kinds.device)
         call.record.prefill_seconds = time.perf_counter() - self._t0
         call.prompt_embeds = None
-        self._pending_cls = {}
-        self._pending_inputs = {}
-        self._vision_t0 = None
         self.adapter.end_prefill()
 
     def _vision_start(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
