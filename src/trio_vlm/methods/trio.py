@@ -17,6 +17,9 @@ from trio_vlm.methods.probe import fast_saliency, reference_saliency
 from trio_vlm.methods.window_global import merge_into_nearest, window_global_select
 from trio_vlm.methods.window_grid import RULES, grid_window_global_select
 
+#: probe_compile values: off, auto, or a torch.compile backend.
+PROBE_COMPILE = ("off", "auto", "inductor", "aot_eager", "eager", "cudagraphs")
+
 # (family, budget, mode) -> schedule fields on the family's reference model (trio_vlm.presets.REFERENCE_SHAPES).
 PUBLISHED: dict[tuple[str, int, str], dict[str, Any]] = {
     # Reference scripts (ocy1/TRIO llava/model/scripts/v1_5/eval/*.sh and README).
@@ -111,6 +114,8 @@ class TRIO(TokenMethod):
         use_nms: ``False`` for plain top-k by saliency (ablation).
         probe: ``"fast"`` (K/V for all tokens, layer + LM head for K rows) or ``"reference"`` (full layer and
             full-vocabulary logits for every position); both give the same saliency.
+        probe_compile: ``"off"`` (eager), ``"auto"`` (the fast probe captured by ``torch.compile`` with CUDA graphs
+            on a GPU, eager elsewhere) or a ``torch.compile`` backend name; the same saliency either way.
         nms: ``"device"`` (vectorised, no per-token host sync) or ``"loop"`` (the reference host loop).
         shallow_layer, deep_layer: vision layers whose [CLS] attention drives the encoder stage (5, -2); on
             Qwen2.5-VL, the attention tokens receive in those blocks (reference: 7 and -1).
@@ -137,6 +142,7 @@ class TRIO(TokenMethod):
     tau: float = 0.8
     use_nms: bool = True
     probe: str = "fast"
+    probe_compile: str = "off"
     nms: str = "device"
     shallow_layer: int = 5
     deep_layer: int = -2
@@ -157,6 +163,7 @@ class TRIO(TokenMethod):
         super().__post_init__()
         check_choice("window_rule", self.window_rule, RULES)
         check_choice("probe", self.probe, ("fast", "reference"))
+        check_choice("probe_compile", self.probe_compile, PROBE_COMPILE)
         check_choice("nms", self.nms, ("device", "loop"))
         check_choice("include_last", self.include_last, (True, False))
         check_choice("use_nms", self.use_nms, (True, False))
@@ -231,6 +238,7 @@ class TRIO(TokenMethod):
             self.k_positions,
             self.include_last,
             head,
+            self.probe_compile,
         )
 
     def _select_llm(self, ctx: StageContext) -> Selection:
