@@ -94,7 +94,7 @@ class Group:
     else 0), ``row``/``col`` (the token's place on its tile's patch grid; for Qwen2.5-VL the merged 2×2
     grid), ``patch`` (the token's index on the patch axis of its vision row, for reading the whole rows of
     :attr:`StageContext.cls_attention_rows` / :attr:`StageContext.projected_rows`). ``kind`` is ``"image"`` or
-    ``"video"``.
+    ``"video"``; ``image`` is the item's index among the sample's images and videos (prompt order).
     """
 
     sample: int
@@ -107,6 +107,7 @@ class Group:
     col: torch.Tensor | None = None
     kind: str = "image"
     patch: torch.Tensor | None = None
+    image: int = 0
 
     @property
     def size(self) -> int:
@@ -215,22 +216,41 @@ class Selection:
     prepended: list[torch.Tensor | None] | None = None
 
 
-@dataclass
 class PruneEvent:
     """One drop during one prefill call.
 
     Per sample: ``candidates`` are the original visual-token indices that entered the stage, ``scores`` the
     score of each candidate (``None`` when the stage kept everything and scored nothing), ``kept`` the original
-    indices kept, ascending. Original indices count the sample's visual tokens in prompt order (image 0 first);
-    indices past them name tokens a stage created (merged clusters, a [CLS] token), numbered in creation order.
+    indices kept, ascending (CPU tensors). Original indices count the sample's visual tokens in prompt order
+    (image 0 first); indices past them name tokens a stage created (merged clusters, a [CLS] token), numbered in
+    creation order. The per-sample tensors are gathered from the device when first read, after the call: the
+    prefill never waits for them.
     """
 
-    stage: Stage
-    call: int
-    method: str
-    candidates: list[torch.Tensor] = field(default_factory=list)
-    scores: list[torch.Tensor | None] = field(default_factory=list)
-    kept: list[torch.Tensor] = field(default_factory=list)
+    def __init__(self, stage: Stage, call: int, method: str, materialize: Any) -> None:
+        self.stage = stage
+        self.call = call
+        self.method = method
+        self._materialize = materialize
+        self._data: tuple[list[torch.Tensor], list[torch.Tensor | None], list[torch.Tensor]] | None = None
+
+    def _read(self) -> tuple[list[torch.Tensor], list[torch.Tensor | None], list[torch.Tensor]]:
+        if self._data is None:
+            self._data = self._materialize()
+            self._materialize = None
+        return self._data
+
+    @property
+    def candidates(self) -> list[torch.Tensor]:
+        return self._read()[0]
+
+    @property
+    def scores(self) -> list[torch.Tensor | None]:
+        return self._read()[1]
+
+    @property
+    def kept(self) -> list[torch.Tensor]:
+        return self._read()[2]
 
     @property
     def layer_index(self) -> int:
@@ -243,6 +263,9 @@ class PruneEvent:
     @property
     def tokens_after(self) -> list[int]:
         return [int(k.numel()) for k in self.kept]
+
+    def __repr__(self) -> str:
+        return f"PruneEvent(stage={self.stage}, call={self.call}, method={self.method!r})"
 
 
 __all__ = [

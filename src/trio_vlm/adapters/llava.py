@@ -70,7 +70,7 @@ class LlavaAdapter(ModelAdapter):
         row = 0
         for sample_positions in flat[:, 1].split(counts):
             items = []
-            for image_positions in sample_positions.split(n):
+            for image_positions in sample_positions.split(n) if sample_positions.numel() else ():
                 items.append(square_item(image_positions, row))
                 row += 1
             out.append(items)

@@ -24,6 +24,7 @@ class StageRecord:
     first_layer: int
     padding: torch.Tensor
     dropped: torch.Tensor
+    all_real: bool = False  # host: the prefill left no padding key in these layers
 
 
 def decode_layer_kwargs(
@@ -60,7 +61,9 @@ def decode_layer_kwargs(
     if compact:
         positions = positions - record.dropped.to(device)[None, :, None]
     return {
-        "attention_mask": layer_attention_mask(padding, q_len, adapter.attn_implementation, hidden.dtype),
+        "attention_mask": layer_attention_mask(
+            padding, q_len, adapter.attn_implementation, hidden.dtype, all_real=record.all_real
+        ),
         "position_ids": adapter.layer_position_ids(positions),
         "position_embeddings": adapter.rotary(hidden, positions),
     }

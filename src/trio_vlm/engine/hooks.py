@@ -22,10 +22,17 @@ from torch import nn
 
 from trio_vlm.contract import PruneEvent, Selection, Stage, StageContext
 from trio_vlm.engine.decode import StageRecord, decode_layer_kwargs
-from trio_vlm.engine.layout import SampleMeta, align_rows, share_expanded_rows, vision_row_count
+from trio_vlm.engine.layout import SampleMeta, align_rows, share_expanded_rows
 from trio_vlm.engine.masks import layer_attention_mask
 from trio_vlm.engine.sequence import SequenceState, last_valid_index, rebuild, start_state, to_device
-from trio_vlm.engine.stages import check_selection, stage_event, stage_groups, stage_surgery
+from trio_vlm.engine.stages import (
+    ImageTrack,
+    check_selection,
+    image_tracks,
+    stage_event,
+    stage_groups,
+    stage_surgery,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +63,8 @@ class _Call:
     prompt_embeds: torch.Tensor | None = None
     state: SequenceState | None = None
     stages: list[StageRecord] = field(default_factory=list)
+    tracks: list[ImageTrack] = field(default_factory=list)
+    invalid: list[torch.Tensor] = field(default_factory=list)  # device flags: a method's answer was malformed
     decoded: int = 0
     kwargs_cache: dict[Any, dict[str, Any]] = field(default_factory=dict)
     previous: tuple[torch.Tensor, dict[str, Any]] | None = None
@@ -182,6 +191,11 @@ class PruneSession:
         _sync(call.kinds.device)
         call.record.prefill_seconds = time.perf_counter() - self._t0
         call.prompt_embeds = None
+        if call.invalid and bool(torch.stack(call.invalid).any()):  # the prefill's one read of the checks
+            raise RuntimeError(
+                f"{self.method.name} returned kept indices outside their group, not strictly ascending, or an "
+                "order that is not a permutation"
+            )
         self.adapter.end_prefill()
 
     def _vision_start(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
@@ -242,20 +256,38 @@ class PruneSession:
         if kinds.shape != (bsz, seq):
             raise ValueError(f"image-token mask {tuple(kinds.shape)} does not match the prompt {(bsz, seq)}")
         call.record.visual_counts = self.adapter.visual_token_counts(kinds, embeds)
-        if self._stages and not bool((kinds > 0).any()):
+        padding = torch.ones(bsz, seq, dtype=torch.bool, device=device) if mask2d is None else mask2d.bool()
+        position_ids = self.adapter.canonical_positions(position_ids, bsz, seq, 0, device)
+        layout = self.adapter.visual_layout(kinds, embeds, position_ids) if self._stages else [[]] * bsz
+        if self._stages and not any(layout):
             raise ValueError(
                 f"no image tokens (id {self.adapter.image_token_id}) in the input: put the image placeholder "
                 "in the prompt (e.g. via the processor) so there is something to prune"
             )
-        padding = torch.ones(bsz, seq, dtype=torch.bool, device=device) if mask2d is None else mask2d.bool()
-        position_ids = self.adapter.canonical_positions(position_ids, bsz, seq, 0, device)
-        layout = self.adapter.visual_layout(kinds, embeds, position_ids) if self._stages else [[]] * bsz
         captured = [len(rows) for rows in (*call.cls_rows.values(), *call.vision_inputs.values()) if rows]
-        if captured and vision_row_count(layout) != captured[0]:
-            layout = share_expanded_rows(layout, kinds, captured[0])
+        rows_needed = bool(captured) or (
+            self.adapter.split_tiles_at_encoder and self.schedule.has_encoder_stage
+        )
+        call.tracks = image_tracks(layout, rows_needed, self._row_length(call))
+        if captured and len({t.vision_row for track in call.tracks for t in track.tiles or ()}) > captured[0]:
+            firsts = [track.tiles[0].vision_row for track in call.tracks]
+            layout = share_expanded_rows(layout, kinds, captured[0], firsts)
+            call.tracks = image_tracks(layout, rows_needed, self._row_length(call))
         call.state, call.meta = start_state(layout, padding, position_ids)
         call.prefill_len = seq
         call.prompt_embeds = embeds
+
+    def _row_length(self, call: _Call):
+        """A vision row's patch count from the captured rows ([CLS] rows hold patches only; layer inputs start
+        with the adapter's prefix), or ``None`` when the method captures none."""
+        cls_rows = next((r for r in call.cls_rows.values() if r), None)
+        if cls_rows is not None:
+            return lambda row: int(cls_rows[row].shape[0]) if row < len(cls_rows) else -1
+        inputs = next((r for r in call.vision_inputs.values() if r), None)
+        if inputs is not None:
+            prefix = self.adapter.vision_row_prefix
+            return lambda row: int(inputs[row].shape[0]) - prefix if row < len(inputs) else -1
+        return None
 
     # ---- decoder layers ------------------------------------------------------------------------------
     def _layer_hook(self, index: int):
@@ -281,7 +313,12 @@ class PruneSession:
         self, state: SequenceState, hidden: torch.Tensor, causal: bool = True
     ) -> dict[str, Any]:
         mask = layer_attention_mask(
-            state.padding, state.length, self.adapter.attn_implementation, hidden.dtype, causal
+            state.padding,
+            state.length,
+            self.adapter.attn_implementation,
+            hidden.dtype,
+            causal,
+            state.all_real,
         )
         return {
             "attention_mask": mask,
@@ -345,7 +382,7 @@ class PruneSession:
     ) -> torch.Tensor | None:
         state = call.state
         split = stage.is_encoder and self.adapter.split_tiles_at_encoder
-        to_prune, whole, pieces = stage_groups(state, call.meta, self._keep_for(stage), split)
+        to_prune, whole, pieces = stage_groups(call.tracks, state, call.meta, self._keep_for(stage), split)
         selection = Selection(kept=[], scores=[])
         if to_prune:
             wanted = [i for keys in self._cls_layers.values() for i in keys]
@@ -383,14 +420,18 @@ class PruneSession:
                 selection = self.method.select(ctx)
             finally:
                 self._in_stage = False
-            images = [int(state.image[g.sample, g.seq_index[0]]) for g in to_prune] if split else None
-            check_selection(selection, to_prune, hidden.shape[-1], images)
+            flag = check_selection(selection, to_prune, hidden.shape[-1], split)
+            if flag is not None:
+                call.invalid.append(flag)
         if not stage.is_encoder and not self._causal_after_drop:
             call.causal = False
         created: list[torch.Tensor] = []
         surgery = None
         if to_prune:
-            surgery, created = stage_surgery(state, call.meta, to_prune, selection)
+            surgery, created, sizes = stage_surgery(state, call.meta, to_prune, selection)
+            for track in call.tracks:
+                track.size = sizes.get((track.sample, track.image), track.size)
+                track.tiles = None  # tiles are read before the first drop only
         self.events.append(
             stage_event(
                 stage,
@@ -407,6 +448,11 @@ class PruneSession:
             return None
         call.state, new_hidden = rebuild(state, hidden, surgery, compact=self.position_mode == "compact")
         call.stages.append(
-            StageRecord(first_layer=stage.layer_index, padding=call.state.padding, dropped=call.state.dropped)
+            StageRecord(
+                first_layer=stage.layer_index,
+                padding=call.state.padding,
+                dropped=call.state.dropped,
+                all_real=call.state.all_real,
+            )
         )
         return new_hidden

@@ -54,17 +54,12 @@ class SampleMeta:
 def align_rows(
     rows: list[torch.Tensor], pieces: list[tuple[int, torch.Tensor]], prefix: int = 0
 ) -> torch.Tensor | RowTable:
-    """Vision-side rows with each listed row restricted to the given patch indices.
-
-    ``pieces`` are ``(row, patch indices)`` of groups that lie on one row; ``prefix`` leading entries of
-    every row (a [CLS] slot) are kept in front. Rows of equal shape come back stacked as one tensor.
-    """
+    """Vision-side rows with each listed row restricted to the given patch indices (groups that hold a piece of
+    their row, e.g. a crop cut by unpadding); ``prefix`` leading entries of every row (a [CLS] slot) are kept in
+    front. Rows of equal shape come back stacked as one tensor."""
     aligned = list(rows)
     for row, patch in pieces:
         full = rows[row]
-        n = full.shape[0] - prefix
-        if patch.numel() == n and bool((patch == torch.arange(n, device=patch.device)).all()):
-            continue
         body = full[prefix:].index_select(0, patch.to(full.device))
         aligned[row] = torch.cat([full[:prefix], body]) if prefix else body
     if len({tuple(r.shape) for r in aligned}) == 1:
@@ -101,33 +96,34 @@ def split_keep(keep: int, sizes: list[int]) -> list[int]:
     return quotas
 
 
-def vision_row_count(layout: list[list[VisualItem]]) -> int:
-    """Distinct vision rows the layout's items come from."""
-    rows = {int(r) for items in layout for item in items for r in torch.unique(item.vision_row).tolist()}
-    return len(rows)
-
-
 def share_expanded_rows(
-    layout: list[list[VisualItem]], kinds: torch.Tensor, captured: int
+    layout: list[list[VisualItem]], kinds: torch.Tensor, captured: int, rows: list[int]
 ) -> list[list[VisualItem]]:
     """The layout of a batch that ``generate`` expanded (beam search, ``num_return_sequences``: every prompt
     repeated ``e`` times in a row) while the vision tower ran once per original image: each copy's tokens
-    point at the vision rows of its prompt's first copy, renumbered as the tower saw them (``captured``
-    rows). ``ValueError`` when no expansion explains the rows."""
+    point at the vision rows of its prompt's first copy, renumbered as the tower saw them (``captured`` rows).
+    ``rows`` is each item's first vision row (host). ``ValueError`` when no expansion explains the rows."""
     batch = kinds.shape[0]
+    item_rows: list[list[int]] = []
+    at = 0
+    for items in layout:
+        item_rows.append(rows[at : at + len(items)])
+        at += len(items)
     for e in range(2, batch + 1):
-        if batch % e:
+        if batch % e or any(
+            item_rows[s] and len(item_rows[s]) != len(item_rows[s - s % e]) for s in range(batch)
+        ):
             continue
         leaders = list(range(0, batch, e))
         if not all(torch.equal(kinds[s], kinds[s - s % e]) for s in range(batch)):
             continue
-        rows = sorted(
+        leader_rows = sorted(
             {int(r) for b in leaders for item in layout[b] for r in torch.unique(item.vision_row).tolist()}
         )
-        if len(rows) != captured:
+        if len(leader_rows) != captured:
             continue
-        lut = torch.full((rows[-1] + 1,), -1, dtype=torch.long)
-        lut[torch.tensor(rows)] = torch.arange(len(rows))
+        lut = torch.full((leader_rows[-1] + 1,), -1, dtype=torch.long)
+        lut[torch.tensor(leader_rows)] = torch.arange(len(leader_rows))
         renumbered = {
             b: [
                 dataclasses.replace(item, vision_row=lut.to(item.vision_row.device)[item.vision_row])
@@ -137,6 +133,6 @@ def share_expanded_rows(
         }
         return [renumbered[s - s % e] for s in range(batch)]
     raise ValueError(
-        f"the prompt's images use {vision_row_count(layout)} vision rows but the vision tower encoded {captured}: "
-        "the batch does not match the images it was given"
+        f"the prompt's images use more vision rows than the {captured} the vision tower encoded: the batch does "
+        "not match the images it was given"
     )

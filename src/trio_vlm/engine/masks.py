@@ -26,16 +26,24 @@ def allowed_matrix(padding: torch.Tensor, q_len: int, causal: bool = True) -> to
 
 
 def layer_attention_mask(
-    padding: torch.Tensor, q_len: int, implementation: str, dtype: torch.dtype, causal: bool = True
+    padding: torch.Tensor,
+    q_len: int,
+    implementation: str,
+    dtype: torch.dtype,
+    causal: bool = True,
+    all_real: bool | None = None,
 ) -> torch.Tensor | None:
     """The ``attention_mask`` a decoder layer receives for a key sequence with validity ``padding`` (B, kv).
 
     ``causal=False`` lets every query see every real key (sdpa and eager); FlashAttention decoder layers are
-    causal whatever mask they get, so there it changes nothing."""
+    causal whatever mask they get, so there it changes nothing. ``all_real`` (host: no padding key anywhere)
+    spares a read of ``padding`` from the device."""
+    if all_real is None:
+        all_real = bool(padding.all())
     if implementation == "sdpa":
         # Without padding, SDPA's own causal path (is_causal, as transformers uses) is the fast kernel.
         # (Only when that path is exact: a full causal square, or a single query row.)
-        if (q_len == 1 or (causal and q_len == padding.shape[1])) and bool(padding.all()):
+        if (q_len == 1 or (causal and q_len == padding.shape[1])) and all_real:
             return None
         return allowed_matrix(padding, q_len, causal)
     if implementation == "eager":
@@ -43,7 +51,7 @@ def layer_attention_mask(
         zero = torch.zeros((), dtype=dtype, device=padding.device)
         return torch.where(allowed, zero, torch.finfo(dtype).min)
     if implementation in ("flash_attention_2", "flash_attention_3"):
-        return None if bool(padding.all()) else padding.to(torch.int32)
+        return None if all_real else padding.to(torch.int32)
     raise ValueError(
         f"unsupported attention implementation {implementation!r} for pruning; use one of {SUPPORTED_ATTENTION}"
     )

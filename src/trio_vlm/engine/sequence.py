@@ -37,6 +37,7 @@ class SequenceState:
     position_ids: torch.Tensor
     dropped: torch.Tensor
     pad_left: bool
+    all_real: bool = False  # host: no padding slot anywhere (every sample has the same real length)
 
     @property
     def length(self) -> int:
@@ -58,6 +59,11 @@ def start_state(
     layout (per sample, its images/videos in prompt order), the 2-D ``padding`` and the (A, B, S) positions."""
     bsz, seq = padding.shape
     device = padding.device
+    # one host read for the padding facts: any padded first slot, all last slots real, no padding at all
+    first_padded, last_real, all_real = torch.stack(
+        [(~padding[:, 0]).any(), padding[:, -1].all(), padding.all()]
+    ).tolist()
+    pad_left = bool(first_padded) and bool(last_real)
     image = torch.full((bsz, seq), -1, dtype=torch.long, device=device)
     visual = torch.full((bsz, seq), -1, dtype=torch.long, device=device)
     metas = []
@@ -77,7 +83,8 @@ def start_state(
         original_position_ids=position_ids.clone(),
         position_ids=position_ids.clone(),
         dropped=torch.zeros(bsz, dtype=torch.long, device=device),
-        pad_left=bool((~padding[:, 0]).any()) and bool(padding[:, -1].all()),
+        pad_left=pad_left,
+        all_real=all_real,
     )
     return state, metas
 
@@ -227,6 +234,7 @@ def rebuild(
         position_ids=positions,
         dropped=state.dropped + (state.padding.sum(1) - padding.sum(1)),
         pad_left=state.pad_left,
+        all_real=state.all_real and surgery.lengths is not None and len(set(surgery.lengths)) == 1,
     )
     return new_state, new_hidden
 

@@ -84,4 +84,6 @@ class FixedSelection(TokenMethod):
         kept = [torch.isin(g.original, want.to(g.original.device)).nonzero().flatten() for g in ctx.groups]
         if any(k.numel() == 0 for k in kept):
             raise ValueError(f"FixedSelection {ctx.stage}: none of an image's listed tokens is still present")
-        return Selection(kept=kept, scores=[torch.zeros(g.size, device=g.original.device) for g in ctx.groups])
+        return Selection(
+            kept=kept, scores=[torch.zeros(g.size, device=g.original.device) for g in ctx.groups]
+        )
