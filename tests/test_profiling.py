@@ -35,7 +35,10 @@ def test_fast_probe_flops_are_a_fraction_of_the_reference_and_positive(tiny):
 def test_tokens_per_layer_follow_the_stages(tiny):
     """The run's measured tokens per layer: the visual tokens at the start, then what each drop left."""
     x = tiny_inputs(tiny, seed=31)
-    with torch.no_grad(), trio_vlm.apply(tiny, trio_vlm.TRIO(layer_list=[1, 3], image_token_list=[30, 10])) as run:
+    with (
+        torch.no_grad(),
+        trio_vlm.apply(tiny, trio_vlm.TRIO(layer_list=[1, 3], image_token_list=[30, 10])) as run,
+    ):
         tiny(**x)
     assert run.tokens_per_layer() == [144, 30, 30, 10, 10, 10]
     assert run.average_tokens() == (144 + 2 * 30 + 3 * 10) / 6

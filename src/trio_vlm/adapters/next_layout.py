@@ -25,14 +25,13 @@ class PackedImage:
     width: int
 
 
-def parse_run(run: torch.Tensor, is_newline: torch.Tensor, base_len: int) -> list[PackedImage]:
-    """Split one run of consecutive image-token positions into packed images.
+def parse_run(run: torch.Tensor, flags: list[bool], base_len: int) -> list[PackedImage]:
+    """Split one run of consecutive image-token positions (``run``, on the model's device) into packed images.
 
-    ``is_newline`` marks the run's newline tokens. Each image is ``base_len`` non-newline tokens, then rows
-    of equal width that each end in a newline (a one-tile image has a single empty row).
-    """
-    flags = is_newline.tolist()
-    images, i, n = [], 0, run.numel()
+    ``flags`` (host) marks the run's newline tokens. Each image is ``base_len`` non-newline tokens, then rows of
+    equal width that each end in a newline (a one-tile image has a single empty row). Only host lists are read:
+    the positions are sliced on the device."""
+    images, i, n = [], 0, len(flags)
     while i < n:
         if i + base_len > n or any(flags[i : i + base_len]):
             raise ValueError(
@@ -48,7 +47,7 @@ def parse_run(run: torch.Tensor, is_newline: torch.Tensor, base_len: int) -> lis
             rows.append(i)
             i += width + 1
         crops = torch.cat([run[r : r + width] for r in rows]) if width else run[:0]
-        newlines = run[torch.tensor([r + width for r in rows], dtype=torch.long, device=run.device)]
+        newlines = torch.cat([run[r + width : r + width + 1] for r in rows]) if rows else run[:0]
         images.append(PackedImage(base, crops, newlines, len(rows) if width else 0, width))
     return images
 

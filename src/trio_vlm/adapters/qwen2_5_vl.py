@@ -19,28 +19,56 @@ from trio_vlm.contract import VisualItem
 IMAGE, VIDEO = 1, 2
 
 
-def _runs(kinds_row: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
-    """Maximal runs of consecutive positions of one visual kind: [(kind, positions)]."""
-    positions = (kinds_row > 0).nonzero().flatten()
-    if positions.numel() == 0:
+def _per_run(values: torch.Tensor, run: torch.Tensor, size: int, reduce: str) -> torch.Tensor:
+    """Per-run ``amin`` / ``amax`` / ``sum`` of ``values`` (tokens labelled with their run id), ``size`` slots."""
+    out = torch.zeros(size, dtype=values.dtype, device=values.device)
+    return out.scatter_reduce_(0, run, values, reduce=reduce, include_self=False)
+
+
+def batch_runs(
+    kinds: torch.Tensor, positions: torch.Tensor
+) -> list[tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
+    """Every maximal run of consecutive positions of one visual kind in the batch with its tokens' grid
+    metadata — ``[(sample, kind, positions, frame, row, col)]`` — from two host reads for the whole batch.
+
+    A run's frames are numbered in order and its rows / columns are relative to its smallest, all from its
+    tokens' 3-D positions (``positions`` (3, B, S)); row/col are ``None`` unless they form a full grid in
+    raster order (positions not built by ``get_rope_index`` carry no layout)."""
+    flat = (kinds > 0).nonzero()  # (T, 2), sample-major: the first host read
+    total = int(flat.shape[0])
+    if total == 0:
         return []
-    kinds = kinds_row[positions]
-    breaks = ((positions[1:] != positions[:-1] + 1) | (kinds[1:] != kinds[:-1])).nonzero().flatten() + 1
-    return [(int(kinds_row[p[0]]), p) for p in torch.tensor_split(positions, breaks.cpu())]
-
-
-def _grid_metadata(pos3: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """(frame, row, col) of a run's tokens from their 3-D positions; row/col ``None`` unless they form a
-    full grid (positions not built by ``get_rope_index`` carry no layout)."""
-    _, frame = torch.unique(pos3[0], return_inverse=True)
-    row, col = pos3[1] - pos3[1].min(), pos3[2] - pos3[2].min()
-    n_frames = int(frame.max()) + 1
-    height, width = int(row.max()) + 1, int(col.max()) + 1
-    raster = (frame * height + row) * width + col
-    expected = torch.arange(pos3.shape[1], device=pos3.device)
-    if n_frames * height * width != pos3.shape[1] or not bool((raster == expected).all()):
-        return torch.zeros_like(frame), None, None
-    return frame, row, col
+    sample, pos = flat[:, 0], flat[:, 1]
+    kind = kinds[sample, pos]
+    step = torch.arange(total, device=pos.device)
+    start = torch.ones(total, dtype=torch.bool, device=pos.device)
+    start[1:] = (sample[1:] != sample[:-1]) | (pos[1:] != pos[:-1] + 1) | (kind[1:] != kind[:-1])
+    run = torch.cumsum(start.long(), 0) - 1
+    t, h, w = (positions[a, sample, pos] for a in range(3))
+    new_frame = start.clone()
+    new_frame[1:] |= t[1:] != t[:-1]
+    first = _per_run(step, run, total, "amin")
+    frames_so_far = torch.cumsum(new_frame.long(), 0)
+    frame = frames_so_far - frames_so_far[first[run]]
+    row = h - _per_run(h, run, total, "amin")[run]
+    col = w - _per_run(w, run, total, "amin")[run]
+    height, width = _per_run(row, run, total, "amax") + 1, _per_run(col, run, total, "amax") + 1
+    frames = _per_run(frame, run, total, "amax") + 1
+    length = _per_run(torch.ones_like(run), run, total, "sum")
+    raster = (frame * height[run] + row) * width[run] + col == step - first[run]
+    grid = (frames * height * width == length) & (_per_run((~raster).long(), run, total, "sum") == 0)
+    head = first.clamp(max=total - 1)
+    table = torch.cat([run[-1:] + 1, first, length, grid.long(), sample[head], kind[head]])
+    values = table.tolist()  # the second host read
+    count = values[0]
+    columns = [values[1 + k * total : 1 + k * total + count] for k in range(5)]
+    out = []
+    for begin, n, is_grid, b, k in zip(*columns):
+        span = slice(begin, begin + n)
+        out.append(
+            (b, k, pos[span], frame[span], row[span] if is_grid else None, col[span] if is_grid else None)
+        )
+    return out
 
 
 class Qwen25VLAdapter(ModelAdapter):
@@ -162,28 +190,24 @@ class Qwen25VLAdapter(ModelAdapter):
     def visual_layout(
         self, kinds: torch.Tensor, embeds: torch.Tensor, positions: torch.Tensor
     ) -> list[list[VisualItem]]:
-        runs = [_runs(kinds[b]) for b in range(kinds.shape[0])]
-        n_images = sum(kind == IMAGE for sample in runs for kind, _ in sample)
+        runs = batch_runs(kinds, positions)
+        n_images = sum(kind == IMAGE for _, kind, *_ in runs)
         counters = {IMAGE: 0, VIDEO: n_images}  # the tower runs on all images, then on all videos
-        out = []
-        for b, sample in enumerate(runs):
-            items = []
-            for kind, pos in sample:
-                frame, row, col = _grid_metadata(positions[:, b, pos])
-                n = pos.numel()
-                items.append(
-                    VisualItem(
-                        seq_index=pos,
-                        vision_row=torch.full((n,), counters[kind], dtype=torch.long, device=pos.device),
-                        patch=torch.arange(n, device=pos.device),
-                        tile=frame,
-                        row=row,
-                        col=col,
-                        kind="image" if kind == IMAGE else "video",
-                    )
+        out: list[list[VisualItem]] = [[] for _ in range(kinds.shape[0])]
+        for b, kind, pos, frame, row, col in runs:
+            n = pos.numel()
+            out[b].append(
+                VisualItem(
+                    seq_index=pos,
+                    vision_row=torch.full((n,), counters[kind], dtype=torch.long, device=pos.device),
+                    patch=torch.arange(n, device=pos.device),
+                    tile=frame if row is not None else torch.zeros_like(frame),
+                    row=row,
+                    col=col,
+                    kind="image" if kind == IMAGE else "video",
                 )
-                counters[kind] += 1
-            out.append(items)
+            )
+            counters[kind] += 1
         return out
 
     # ---- vision side -------------------------------------------------------------------------------------
