@@ -54,6 +54,7 @@ class _Call:
     vision_inputs: dict[int, list[torch.Tensor]] = field(default_factory=dict)
     prefill_len: int = 0
     prompt_embeds: torch.Tensor | None = None
+    prompt_image: torch.Tensor | None = None
     state: SequenceState | None = None
     stages: list[StageRecord] = field(default_factory=list)
     decoded: int = 0
@@ -182,6 +183,7 @@ class PruneSession:
         _sync(call.kinds.device)
         call.record.prefill_seconds = time.perf_counter() - self._t0
         call.prompt_embeds = None
+        call.prompt_image = None
         self.adapter.end_prefill()
 
     def _vision_start(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
@@ -256,6 +258,7 @@ class PruneSession:
         call.state, call.meta = start_state(layout, padding, position_ids)
         call.prefill_len = seq
         call.prompt_embeds = embeds
+        call.prompt_image = call.state.image
 
     # ---- decoder layers ------------------------------------------------------------------------------
     def _layer_hook(self, index: int):
@@ -375,6 +378,7 @@ class PruneSession:
                 previous_kwargs=previous[1] if previous else None,
                 prompt_embeds=call.prompt_embeds,
                 prompt_index=state.prompt_index,
+                prompt_image=call.prompt_image,
                 cls_attention_rows=call.cls_rows if stage.is_encoder else {},
                 projected_rows=self.adapter.projected_rows() if stage.is_encoder else None,
             )
@@ -383,7 +387,7 @@ class PruneSession:
                 selection = self.method.select(ctx)
             finally:
                 self._in_stage = False
-            images = [int(state.image[g.sample, g.seq_index[0]]) for g in to_prune] if split else None
+            images = [g.image for g in to_prune] if split else None
             check_selection(selection, to_prune, hidden.shape[-1], images)
         if not stage.is_encoder and not self._causal_after_drop:
             call.causal = False

@@ -57,6 +57,7 @@ def stage_groups(
                     col=meta.take("col", o),
                     kind=meta.kinds[m],
                     patch=meta.take("patch", o),
+                    image=m,
                 )
                 if rows is not None and bool((rows == image_row).all()):
                     pieces.append((image_row, meta.take("patch", o)))
