@@ -1,7 +1,8 @@
-"""VisionZip, HoloV, SCOPE and Compose against plain re-implementations of the official rules.
+"""VisionZip, HoloV, SCOPE (their non-default options, batches, budgets, presets) and Compose.
 
 References read eager attention weights and hidden states straight off the tiny CLIP tower
 (``output_attentions=True``), so they also check the engine's recomputed [CLS] rows and vision-layer inputs.
+The defaults against the official code: tests/test_official_fidelity.py.
 """
 
 import math
@@ -52,7 +53,7 @@ def pruned_run(model, x, method):
 
 
 def visionzip_plain(model, out, b, dominant, contextual):
-    """Official VisionZip on image ``b``, with [CLS]'s dominant slot given to one more patch."""
+    """VisionZip's ``cls_token=False`` option on image ``b``: [CLS]'s dominant slot goes to one more patch."""
     layer = adapter_for(model).vision_layers[-2]
     attn = out.attentions[-2][b, :, 0, 1:].sum(0)
     dom = torch.topk(attn, dominant).indices.tolist()
@@ -110,7 +111,8 @@ def split_plain(weights, total):
 
 
 def holov_plain(feats, attn, keep, crops, reallocate):
-    """Official HoloV (minus the zero padding); with ``reallocate`` a capped crop's surplus is re-split."""
+    """HoloV's kept set without the zero padding (``shortfall="none"``); with ``reallocate`` a capped crop's
+    surplus is re-split (``shortfall="reallocate"``)."""
     bounds, scores = holov_scores_plain(feats, attn, crops)
     sizes = [e - s for s, e in bounds]
     alloc = [min(a, s) for a, s in zip(split_plain(scores, keep), sizes)]
@@ -148,10 +150,10 @@ def scope_plain(feats, attn, keep):
 
 
 @pytest.mark.parametrize(("keep", "contextual", "n_ctx"), [(40, None, 6), (64, 10, 10), (20, 19, 19)])
-def test_visionzip_selection_and_merged_features_equal_plain_reference(tiny_eager, keep, contextual, n_ctx):
+def test_visionzip_without_cls_in_raster_order_equals_plain_reference(tiny_eager, keep, contextual, n_ctx):
     x = tiny_inputs(tiny_eager, batch=2, seed=21)
     out = tower_outputs(tiny_eager, x)
-    method = VisionZip(visual_token_num=keep, contextual=contextual)
+    method = VisionZip(visual_token_num=keep, contextual=contextual, cls_token=False, order="raster")
     assert method.contextual_count(keep) == n_ctx
     run, h0 = pruned_run(tiny_eager, x, method)
     event = run.events[0]
@@ -178,36 +180,40 @@ def test_visionzip_selection_and_merged_features_equal_plain_reference(tiny_eage
 def test_visionzip_without_merge_keeps_original_features_and_sdpa_agrees(tiny, tiny_eager):
     x = tiny_inputs(tiny, batch=1, seed=22)
     run_eager, _ = pruned_run(tiny_eager, x, VisionZip(visual_token_num=32))
-    run_sdpa, h0 = pruned_run(tiny, x, VisionZip(visual_token_num=32, merge=False))
+    run_sdpa, h0 = pruned_run(tiny, x, VisionZip(visual_token_num=32, merge=False, order="raster"))
     kept = run_sdpa.events[0].kept[0]
     assert torch.equal(kept, run_eager.events[0].kept[0])
-    feats = projected(tiny, tower_outputs(tiny, x))
+    assert kept[-1] == N  # [CLS], a created token
+    out = tower_outputs(tiny_eager, x)
+    with torch.no_grad():
+        cls = tiny.model.multi_modal_projector(out.hidden_states[-2][0, :1])
+    want = torch.cat([cls, projected(tiny, out)[0, kept[:-1]]])
     start = int((x["input_ids"][0] == tiny.config.image_token_id).nonzero()[0])
-    torch.testing.assert_close(h0[0, start : start + 32], feats[0, kept], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(h0[0, start : start + 32], want, rtol=1e-5, atol=1e-5)
 
 
 # ---- HoloV ---------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("keep", "crops"), [(16, None), (40, 5), (64, 7), (120, 16)])
-def test_holov_selection_equals_plain_reference(tiny_eager, keep, crops):
+def test_holov_shortfall_options_equal_plain_reference(tiny_eager, keep, crops):
     x = tiny_inputs(tiny_eager, batch=2, seed=23)
     out = tower_outputs(tiny_eager, x)
     feats = projected(tiny_eager, out)
     n_crops = crops if crops is not None else (1024 * N) // (576 * keep)
-    official = HoloV(visual_token_num=keep, crops=crops, reallocate=False)
-    ours = HoloV(visual_token_num=keep, crops=crops)
-    ev_official = pruned_run(tiny_eager, x, official)[0].events[0]
-    ev_ours = pruned_run(tiny_eager, x, ours)[0].events[0]
+    lost = HoloV(visual_token_num=keep, crops=crops, shortfall="none", order="raster")
+    moved = HoloV(visual_token_num=keep, crops=crops, shortfall="reallocate")
+    ev_lost = pruned_run(tiny_eager, x, lost)[0].events[0]
+    ev_moved = pruned_run(tiny_eager, x, moved)[0].events[0]
     shortfall = False
     for b in range(2):
         attn = out.attentions[-2][b, :, 0, 1:].mean(0)
-        plain_official = holov_plain(feats[b], attn, keep, n_crops, reallocate=False)
-        plain_ours = holov_plain(feats[b], attn, keep, n_crops, reallocate=True)
-        assert ev_official.kept[b].tolist() == plain_official
-        assert ev_ours.kept[b].tolist() == plain_ours
-        assert len(plain_ours) == keep and set(plain_official) <= set(plain_ours)
-        shortfall |= len(plain_official) < keep
+        plain_lost = holov_plain(feats[b], attn, keep, n_crops, reallocate=False)
+        plain_moved = holov_plain(feats[b], attn, keep, n_crops, reallocate=True)
+        assert ev_lost.kept[b].tolist() == plain_lost
+        assert ev_moved.kept[b].tolist() == plain_moved
+        assert len(plain_moved) == keep and set(plain_lost) <= set(plain_moved)
+        shortfall |= len(plain_lost) < keep
     assert shortfall == (
         keep == 120
     )  # 16 crops of 9 cannot take 120 proportionally: the official code loses some
@@ -256,6 +262,18 @@ def test_scope_add_combination_uses_head_summed_attention(tiny_eager):
         chosen.append(vals.index(max(vals)))
         cover = torch.maximum(cover, sim[chosen[-1]])
     assert got.tolist() == sorted(chosen)
+
+
+def test_scope_batch_split_keeps_the_official_share_per_image(tiny):
+    x = tiny_inputs(tiny, batch=2, seed=28)
+    split = pruned_run(tiny, x, SCOPE(visual_token_num=25, batch_split=True))[0].events[0]
+    assert split.tokens_after == [12, 12]  # int(25 / 2) each, as the official forward at batch 2
+    for b in range(2):
+        alone = {k: v[b : b + 1] for k, v in x.items()}
+        solo = pruned_run(tiny, alone, SCOPE(visual_token_num=25, batch_split=True))[0].events[0]
+        assert solo.tokens_after == [25]  # batch 1: the whole budget
+        fewer = pruned_run(tiny, alone, SCOPE(visual_token_num=12))[0].events[0]
+        assert torch.equal(split.kept[b], fewer.kept[0])
 
 
 # ---- shared behaviour ----------------------------------------------------------------------------------

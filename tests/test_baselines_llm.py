@@ -1,16 +1,14 @@
-"""LLM-side baselines (FastV, PDrop, SparseVLM, DART) and the random/uniform sanity baselines against plain
-re-implementations of the official rules, computed by hand on the tiny models."""
+"""LLM-side baselines (FastV, PDrop, SparseVLM, DART): non-default options, batches, ranking dtype and presets;
+the random/uniform sanity baselines. The defaults against the official code: tests/test_official_fidelity.py."""
 
 from __future__ import annotations
 
 import argparse
-import math
 
 import pytest
 import torch
-import torch.nn.functional as F
-from helpers import float_causal_mask, logits_of, prompt_embeds, run_layers
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+from helpers import logits_of, prompt_embeds, run_layers
+from official_reference import cluster_and_merge_plain, eager_weights
 
 import trio_vlm
 from trio_vlm.cli.options import add_method_arguments, method_request
@@ -32,18 +30,6 @@ def _prompt(model, x):
     seq = h.shape[1]
     vis = (x["input_ids"][0] == model.config.image_token_id).nonzero().flatten()
     return h, torch.arange(seq)[None], torch.ones(1, seq, dtype=torch.bool), vis
-
-
-def eager_weights(model_eager, layer: int, hidden, positions, valid) -> torch.Tensor:
-    """(B, H, S, S) attention probabilities of ``layer`` from the eager model's own attention module."""
-    lm = model_eager.model.language_model
-    block = lm.layers[layer]
-    _, weights = block.self_attn(
-        hidden_states=block.input_layernorm(hidden),
-        position_embeddings=lm.rotary_emb(hidden, positions),
-        attention_mask=float_causal_mask(valid),
-    )
-    return weights
 
 
 def top(scores: torch.Tensor, k: int) -> list[int]:
@@ -69,110 +55,11 @@ def keep_positions(seq: int, vis: torch.Tensor, kept_local: list[int]) -> torch.
     return keep.nonzero().flatten()
 
 
-def greedy_recompute(model, x, stages, compact: bool, steps: int) -> list[int]:
-    """Greedy tokens from full no-cache recomputation: at each stage keep the recorded original visual indices
-    (and every text / generated token)."""
-    h0, _, _, vis = _prompt(model, x)
-    embed = model.get_input_embeddings()
-    n_layers = model.config.text_config.num_hidden_layers
-    out: list[int] = []
-    for _ in range(steps):
-        h = torch.cat([h0, embed(torch.tensor([out], dtype=torch.long))], 1) if out else h0
-        total = h.shape[1]
-        pos, valid = torch.arange(total)[None], torch.ones(1, total, dtype=torch.bool)
-        sel = torch.arange(total)
-        start = 0
-        for layer, kept in stages:
-            h = run_layers(model, h, range(start, layer), pos, valid)
-            keep = keep_positions(total, vis, kept)
-            idx = torch.searchsorted(sel, keep)
-            h, valid = h[:, idx], valid[:, idx]
-            pos = torch.arange(idx.numel())[None] if compact else pos[:, idx]
-            sel, start = keep, layer
-        h = run_layers(model, h, range(start, n_layers), pos, valid)
-        out.append(int(logits_of(model, h)[0, -1].argmax()))
-    return out
-
-
-# ---- FastV ------------------------------------------------------------------------------------------
-def test_fastv_selection_logits_and_decode_equal_reference(tiny, tiny_eager):
-    x = tiny_inputs(tiny, seed=21)
-    k_layer, keep = 3, 37
-    with torch.no_grad():
-        with trio_vlm.apply(tiny, FastV(layer_list=[k_layer], image_token_list=[keep])) as run:
-            got = tiny(**x).logits
-            ids = tiny.generate(**x, max_new_tokens=4, do_sample=False)
-        h, pos, valid, vis = _prompt(tiny, x)
-        h_in = run_layers(tiny, h, range(k_layer - 1), pos, valid)
-        scores = eager_weights(tiny_eager, k_layer - 1, h_in, pos, valid)[0, :, -1, vis].mean(0)
-        kept = top(scores, keep)
-        h_out = run_layers(tiny, h_in, [k_layer - 1], pos, valid)
-        final, _, _ = gather_run(
-            tiny, h_out, keep_positions(h.shape[1], vis, kept), pos, valid, range(k_layer, 6), compact=False
-        )
-        want = logits_of(tiny, final)
-        decoded = greedy_recompute(tiny, x, [(k_layer, kept)], compact=False, steps=4)
-    event = run.events[0]
-    assert event.kept[0].tolist() == kept and event.tokens_after == [keep]
-    torch.testing.assert_close(event.scores[0], scores, rtol=1e-4, atol=1e-6)
-    assert got.shape == want.shape == (1, h.shape[1] - (N_VISUAL - keep), 96)
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    assert ids[0, x["input_ids"].shape[1] :].tolist() == decoded
-
-
-# ---- PDrop ------------------------------------------------------------------------------------------
-def test_pdrop_two_stages_logits_and_decode_equal_reference(tiny, tiny_eager):
-    x = tiny_inputs(tiny, seed=22)
-    layers, counts = (1, 3), (50, 15)
-    with torch.no_grad():
-        with trio_vlm.apply(tiny, PDrop(layer_list=layers, image_token_list=counts)) as run:
-            got = tiny(**x).logits
-            ids = tiny.generate(**x, max_new_tokens=4, do_sample=False)
-        h, pos, valid, vis = _prompt(tiny, x)
-        h1 = run_layers(tiny, h, range(layers[0]), pos, valid)
-        s1 = eager_weights(tiny_eager, layers[0], h1, pos, valid)[0, :, -1, vis].mean(0)  # the *next* layer
-        kept1 = top(s1, counts[0])
-        keep1 = keep_positions(h.shape[1], vis, kept1)
-        h2, pos2, valid2 = gather_run(tiny, h1, keep1, pos, valid, range(layers[0], layers[1]), compact=True)
-        vis2 = torch.arange(int(vis[0]), int(vis[0]) + counts[0])
-        s2 = eager_weights(tiny_eager, layers[1], h2, pos2, valid2)[0, :, -1, vis2].mean(0)
-        kept2_local = top(s2, counts[1])
-        kept2 = [kept1[i] for i in kept2_local]
-        keep2 = keep_positions(h2.shape[1], vis2, kept2_local)
-        final, _, _ = gather_run(tiny, h2, keep2, pos2, valid2, range(layers[1], 6), compact=True)
-        want = logits_of(tiny, final)
-        decoded = greedy_recompute(tiny, x, [(layers[0], kept1), (layers[1], kept2)], compact=True, steps=4)
-    assert [e.kept[0].tolist() for e in run.events if e.call == 0] == [kept1, kept2]
-    torch.testing.assert_close(run.events[0].scores[0], s1, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(run.events[1].scores[0], s2, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    assert ids[0, x["input_ids"].shape[1] :].tolist() == decoded
-
-
 # ---- SparseVLM --------------------------------------------------------------------------------------
-def plain_cluster_and_merge(x: torch.Tensor, n_clusters: int) -> tuple[list[int], torch.Tensor]:
-    """Density-peak kNN clustering written with loops (official ``cluster_and_merge`` without the noise)."""
-    n, c = x.shape
-    d = torch.stack([torch.stack([(x[i] - x[j]).norm() for j in range(n)]) for i in range(n)]) / math.sqrt(c)
-    density = torch.stack([(-(torch.sort(d[i]).values[:n_clusters] ** 2).mean()).exp() for i in range(n)])
-    dmax = d.max()
-    parent = []
-    for i in range(n):
-        denser = [float(d[i, j]) for j in range(n) if density[j] > density[i]]
-        parent.append(min(denser + [float(dmax)]))
-    score = torch.tensor(parent) * density
-    centres = torch.topk(score, n_clusters).indices.tolist()
-    members: dict[int, list[int]] = {j: [] for j in range(n_clusters)}
-    for i in range(n):
-        j = centres.index(i) if i in centres else int(torch.argmin(d[centres, i]))
-        members[j].append(i)
-    merged = torch.stack([x[members[j]].sum(0) / (len(members[j]) + 1e-6) for j in range(n_clusters)])
-    return centres, merged
-
-
 def sparsevlm_stage(model_eager, layer, h_in, h_out, pos, valid, vis, text, keep):
-    """One SparseVLM drop written plainly: raters from the scoring layer's input, that layer's rater→image
-    attention, top-k, then recycling of the top 30%+1 dropped into n/10+1 density-peak clusters."""
+    """One drop of SparseVLM's ``raters="per_stage", clusters="centre_slot"`` options written plainly: raters
+    from the scoring layer's input, that layer's rater→image attention, top-k, then recycling of the top 30%+1
+    dropped into n/10+1 density-peak clusters, each written into its centre's slot."""
     v, t = h_in[0, vis], h_in[0, text]
     relevance = torch.softmax(v @ t.T, dim=1).mean(0)
     raters = text[relevance > relevance.mean()]
@@ -182,7 +69,7 @@ def sparsevlm_stage(model_eager, layer, h_in, h_out, pos, valid, vis, text, keep
     dropped = [i for i in range(vis.numel()) if i not in kept]
     n_rec = int(len(dropped) * 0.3) + 1
     rec = [dropped[i] for i in torch.topk(rel[dropped], n_rec).indices.tolist()]
-    centres, merged = plain_cluster_and_merge(h_out[0, vis[rec]], int(n_rec / 10) + 1)
+    centres, merged = cluster_and_merge_plain(h_out[0, vis[rec]], int(n_rec / 10) + 1)
     slots = [rec[c] for c in centres]
     return rel, sorted(kept + slots), (vis[slots], merged)
 
@@ -191,11 +78,12 @@ def _clusters(n_dropped: int) -> int:
     return int((int(n_dropped * 0.3) + 1) / 10) + 1
 
 
-def test_sparsevlm_two_stages_with_recycling_equal_reference(tiny, tiny_eager):
+def test_sparsevlm_per_stage_raters_and_centre_slots_equal_reference(tiny, tiny_eager):
     x = tiny_inputs(tiny, seed=23, suffix=9)
     layers, counts = (2, 4), (60, 20)
+    method = SparseVLM(layer_list=layers, image_token_list=counts, raters="per_stage", clusters="centre_slot")
     with torch.no_grad():
-        with trio_vlm.apply(tiny, SparseVLM(layer_list=layers, image_token_list=counts)) as run:
+        with trio_vlm.apply(tiny, method) as run:
             got = tiny(**x).logits
             tiny.generate(**x, max_new_tokens=3, do_sample=False)
         h, pos, valid, vis = _prompt(tiny, x)
@@ -239,68 +127,60 @@ def test_density_peak_clustering_equals_loop_reference():
     for n, k in ((7, 1), (26, 3), (40, 5), (13, 13)):
         x = torch.randn(n, 16, generator=g)
         centres, assignment = density_peak_clusters(x, k)
-        ref_centres, ref_merged = plain_cluster_and_merge(x, k)
+        ref_centres, ref_merged = cluster_and_merge_plain(x, k)
         assert centres.tolist() == ref_centres
         torch.testing.assert_close(cluster_means(x, assignment, k), ref_merged)
 
 
-# ---- DART -------------------------------------------------------------------------------------------
-def dart_reference(model, layer, h_in, h_out, pos, vis, keep, exact: bool) -> tuple[list[int], torch.Tensor]:
-    """The official DART selection (set-ordered pivot loop) on layer K-1's keys and final-normed output."""
-    lm = model.model.language_model
-    block = lm.layers[layer]
-    attn = block.self_attn
-    normed = block.input_layernorm(h_in)
-    shape = (*h_in.shape[:2], -1, attn.head_dim)
-    k = attn.k_proj(normed).view(shape).transpose(1, 2)
-    cos, sin = lm.rotary_emb(h_in, pos)
-    _, k = apply_rotary_pos_emb(k, k, cos, sin)
-    k = repeat_kv(k, attn.num_key_value_groups)  # as the official SDPA path returns them
-    states = k.permute(0, 2, 1, 3).reshape(1, h_in.shape[1], -1)[0]
-    start, length = int(vis[0]), vis.numel()
-    l1 = states.norm(p=1, dim=-1)
-    last = lm.norm(h_out)[0]
-    image_idx = (l1[start : start + length].topk(4).indices + start).tolist()
-    query_idx = (l1[start + length :].topk(4).indices + start + length).tolist()
-    chosen = set(image_idx + query_idx)
-    valid = set(range(start, start + length)) - set(image_idx)
-    pivots = list(chosen)
-    base, extra = divmod(keep - 4, len(pivots))
-    for n, item in enumerate(pivots):
-        quota = keep // 8 if not exact else base + (n < extra)
-        pool = sorted(valid)
-        sim = -F.cosine_similarity(last[item][None], last[pool], dim=-1)
-        picks = [pool[i] for i in sim.topk(quota).indices.tolist()]
-        chosen.update(picks)
-        valid.difference_update(picks)
-    chosen.difference_update(query_idx)
-    return sorted(i - start for i in chosen), l1[start : start + length]
+# ---- ranking dtype -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_bf16():
+    """The tiny model and its eager twin in bfloat16 (coarse enough that attention rows tie)."""
+    return (
+        tiny_llava(seed=0).to(torch.bfloat16),
+        tiny_llava(seed=0, attn_implementation="eager").to(torch.bfloat16),
+    )
 
 
-@pytest.mark.parametrize("exact", [True, False])
-def test_dart_selection_and_logits_equal_reference(tiny, exact):
-    x = tiny_inputs(tiny, seed=24)
-    k_layer, keep = 2, 30
+@pytest.mark.parametrize(("cls", "scoring"), [(FastV, 1), (PDrop, 2)], ids=["fastv", "pdrop"])
+def test_model_dtype_scores_round_like_the_official_attention(tiny_bf16, cls, scoring):
+    """FastV reads layer K-1's attention, PDrop layer K's; the official code ranks those rows as bf16 tensors."""
+    model, eager = tiny_bf16
+    x = tiny_inputs(model, seed=37)
+    x["pixel_values"] = x["pixel_values"].to(torch.bfloat16)
+    events = {}
+    for score_dtype in ("model", "float32"):
+        method = cls(layer_list=[2], image_token_list=[40], score_dtype=score_dtype)
+        with torch.no_grad(), trio_vlm.apply(model, method) as run:
+            model(**x)
+        events[score_dtype] = run.events[0]
     with torch.no_grad():
-        with trio_vlm.apply(
-            tiny, DART(layer_list=[k_layer], image_token_list=[keep], exact_budget=exact)
-        ) as run:
-            got = tiny(**x).logits
-        h, pos, valid, vis = _prompt(tiny, x)
-        h_in = run_layers(tiny, h, range(k_layer - 1), pos, valid)
-        h_out = run_layers(tiny, h_in, [k_layer - 1], pos, valid)
-        kept, l1 = dart_reference(tiny, k_layer - 1, h_in, h_out, pos, vis, keep, exact)
-        final, _, _ = gather_run(
-            tiny, h_out, keep_positions(h.shape[1], vis, kept), pos, valid, range(k_layer, 6), compact=False
-        )
-        want = logits_of(tiny, final)
-    event = run.events[0]
-    assert event.kept[0].tolist() == kept
-    assert event.tokens_after == [keep if exact else 4 + 8 * (keep // 8)]
-    # the method skips GQA's key repetition, which multiplies every L1 norm by the group size
-    groups = tiny.model.language_model.layers[k_layer - 1].self_attn.num_key_value_groups
-    torch.testing.assert_close(event.scores[0] * groups, l1, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        h, pos, valid, vis = _prompt(model, x)
+        h = run_layers(model, h, range(scoring), pos, valid)
+        official = eager_weights(eager, scoring, h, pos, valid)[0, :, -1, vis].mean(0)  # bf16, as officially
+    got, full = events["model"].scores[0], events["float32"].scores[0]
+    assert official.dtype == torch.bfloat16
+    torch.testing.assert_close(got, official.float(), rtol=1e-2, atol=1e-5)
+    assert torch.equal(got.to(torch.bfloat16).float(), got)  # rounded to the model's dtype
+    assert not torch.equal(full.to(torch.bfloat16).float(), full)  # float32 scores are not
+    assert torch.unique(got).numel() < got.numel()  # so near-equal scores tie ...
+    ranked = torch.sort(got, descending=True, stable=True).indices[:40]
+    assert events["model"].kept[0].tolist() == sorted(ranked.tolist())  # ... and ties break by index
+
+
+def test_sparsevlm_model_dtype_rounds_rater_scores(tiny_bf16):
+    model, _ = tiny_bf16
+    x = tiny_inputs(model, seed=38, suffix=9)
+    x["pixel_values"] = x["pixel_values"].to(torch.bfloat16)
+    scores = {}
+    for score_dtype in ("model", "float32"):
+        method = SparseVLM(layer_list=[2], image_token_list=[40], score_dtype=score_dtype)
+        with torch.no_grad(), trio_vlm.apply(model, method) as run:
+            model(**x)
+        scores[score_dtype] = run.events[0].scores[0]
+    assert torch.equal(scores["model"].to(torch.bfloat16).float(), scores["model"])
+    assert not torch.equal(scores["float32"].to(torch.bfloat16).float(), scores["float32"])
+    torch.testing.assert_close(scores["model"], scores["float32"], rtol=3e-2, atol=1e-4)
 
 
 # ---- batches ----------------------------------------------------------------------------------------

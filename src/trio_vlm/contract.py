@@ -94,7 +94,8 @@ class Group:
     else 0), ``row``/``col`` (the token's place on its tile's patch grid; for Qwen2.5-VL the merged 2×2
     grid), ``patch`` (the token's index on the patch axis of its vision row, for reading the whole rows of
     :attr:`StageContext.cls_attention_rows` / :attr:`StageContext.projected_rows`). ``kind`` is ``"image"`` or
-    ``"video"``; ``image`` is the item's index among the sample's images and videos (prompt order).
+    ``"video"``; ``image`` is the item's index among the sample's images and videos (prompt order), as in
+    :attr:`StageContext.prompt_image`.
     """
 
     sample: int
@@ -163,8 +164,10 @@ class StageContext:
     ``previous_hidden`` / ``previous_kwargs`` are the input and keyword arguments of decoder layer
     ``layer_index - 1`` (same sequence; ``None`` at the encoder stage) for methods that score with the
     attention or keys of the last layer before the drop (FastV, DART). ``prompt_embeds`` (B, S0, D) are the
-    language model's input embeddings of the whole prompt before any drop, and ``prompt_index`` (B, S) maps
-    every current position to its position in that prompt (-1 for re-padding).
+    language model's input embeddings of the whole prompt before any drop, ``prompt_index`` (B, S) maps
+    every current position to its position in that prompt (-1 for created tokens and re-padding), and
+    ``prompt_image`` (B, S0) says which image of its sample each prompt position belongs to (-1 for text,
+    structural tokens and padding).
     ``adapter`` is the model-family adapter (:class:`trio_vlm.adapters.base.ModelAdapter`): module access and
     the few recomputed attention rows a method may ask for.
     At the encoder stage, ``cls_attention_rows`` holds the same vision-side rows *before* they are aligned with
@@ -186,6 +189,7 @@ class StageContext:
     previous_kwargs: dict[str, Any] | None = None
     prompt_embeds: torch.Tensor | None = None
     prompt_index: torch.Tensor | None = None
+    prompt_image: torch.Tensor | None = None
     cls_attention_rows: dict[int, list[torch.Tensor]] = field(default_factory=dict)
     projected_rows: list[torch.Tensor] | None = None
 
@@ -203,8 +207,8 @@ class Selection:
     with ``kept`` (merging). ``order`` (optional) is a permutation of ``range(len(kept))``: the kept tokens
     enter the new sequence in that order instead of their original order (HoloV, VisionZip). ``appended``
     (optional) are extra feature rows per group that enter the sequence right after the group's kept
-    tokens (SparseVLM's recycled clusters); ``prepended`` likewise right before them (VisionZip's [CLS]
-    token). Created rows count as the group's tokens in later stages; with original position ids they take
+    tokens (SparseVLM's recycled clusters, HoloV's zero padding); ``prepended`` likewise right before them
+    (VisionZip's [CLS] token). Created rows count as the group's tokens in later stages; with original position ids they take
     those of the group's last (appended) or first (prepended) kept token.
     """
 

@@ -17,8 +17,8 @@ Indices = Sequence[int] | torch.Tensor | None
 def kept_grid(kept: Indices, num_visual: int, ignore_beyond: bool = False) -> np.ndarray:
     """(side, side) bool grid of the kept patches (``None``: all kept); the grid must be square.
 
-    ``ignore_beyond``: indices ≥ ``num_visual`` (e.g. LLaVA-NeXT tile tokens past the base image) are left
-    out instead of refused.
+    ``ignore_beyond``: indices ≥ ``num_visual`` (LLaVA-NeXT tile tokens past the base image, tokens a stage
+    created such as VisionZip's [CLS] or SparseVLM's clusters) are left out instead of refused.
     """
     side = math.isqrt(num_visual)
     if side * side != num_visual:

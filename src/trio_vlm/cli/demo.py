@@ -94,6 +94,6 @@ def run(args: argparse.Namespace) -> int:
         f"\ncorrect: vanilla {score['vanilla']}/{len(examples)}, {trio_label} {score['trio']}/{len(examples)}"
     )
     if args.plot:
-        path = save_overlay(panels, num_visual, args.plot)
+        path = save_overlay(panels, num_visual, args.plot, ignore_beyond=True)  # created tokens: no patch
         print(f"kept-token overlay: {path}")
     return 0

@@ -61,6 +61,7 @@ class _Call:
     vision_inputs: dict[int, list[torch.Tensor]] = field(default_factory=dict)
     prefill_len: int = 0
     prompt_embeds: torch.Tensor | None = None
+    prompt_image: torch.Tensor | None = None
     state: SequenceState | None = None
     stages: list[StageRecord] = field(default_factory=list)
     tracks: list[ImageTrack] = field(default_factory=list)
@@ -196,6 +197,7 @@ class PruneSession:
                 f"{self.method.name} returned kept indices outside their group, not strictly ascending, or an "
                 "order that is not a permutation"
             )
+        call.prompt_image = None
         self.adapter.end_prefill()
 
     def _vision_start(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
@@ -276,6 +278,7 @@ class PruneSession:
         call.state, call.meta = start_state(layout, padding, position_ids)
         call.prefill_len = seq
         call.prompt_embeds = embeds
+        call.prompt_image = call.state.image
 
     def _row_length(self, call: _Call):
         """A vision row's patch count from the captured rows ([CLS] rows hold patches only; layer inputs start
@@ -412,6 +415,7 @@ class PruneSession:
                 previous_kwargs=previous[1] if previous else None,
                 prompt_embeds=call.prompt_embeds,
                 prompt_index=state.prompt_index,
+                prompt_image=call.prompt_image,
                 cls_attention_rows=call.cls_rows if stage.is_encoder else {},
                 projected_rows=self.adapter.projected_rows() if stage.is_encoder else None,
             )

@@ -6,7 +6,8 @@ after the image are pivots; visiting the pivots in (CPython) set order over thei
 the ``TOKEN_TOPK`` remaining image tokens least cosine-similar to it, on layer K-1's output after the final norm.
 Kept: the image pivots and everything taken; original position ids. ``TOKEN_TOPK = budget // 8``, so
 196/132/68 tokens are kept for 192/128/64; we keep the budget exactly by default (``exact_budget``) by giving the
-first ``(budget - 4) % 8`` pivots one more pick than the rest.
+first ``(budget - 4) % 8`` pivots one more pick than the rest. The official norms and cosine similarities are
+computed on model-dtype tensors: ``score_dtype="model"`` (default) does the same, ``"float32"`` upcasts first.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from trio_vlm.contract import Group, Selection, StageContext
+from trio_vlm.contract import Group, Selection, Stage, StageContext
 from trio_vlm.methods.base import LLMStages, check_choice, check_int
 from trio_vlm.methods.fastv import single_drop_config
-from trio_vlm.methods.llm_attention import rotary_keys, text_after_image
+from trio_vlm.methods.llm_attention import SCORE_DTYPES, rotary_keys, score_dtype_of, text_after_image
 
 #: DART's K on LLaVA-1.5 (the paper's default).
 DART_LAYER = 2
@@ -48,6 +49,7 @@ class DART(LLMStages):
         exact_budget: keep exactly the scheduled count (default); ``False`` reproduces the official
             ``TOKEN_TOPK = count // (pivot_image + pivot_text)`` picks per pivot (e.g. 196 kept for 192).
         position_mode: ``"original"`` (official), ``"compact"`` or ``None``.
+        score_dtype: ``"model"`` (official: key norms and similarities in the model's dtype) or ``"float32"``.
     """
 
     layer_list: tuple[int, ...] = (DART_LAYER,)
@@ -56,6 +58,7 @@ class DART(LLMStages):
     pivot_text: int = 4
     exact_budget: bool = True
     position_mode: str | None = "original"
+    score_dtype: str = "model"
 
     name: ClassVar[str] = "dart"
     display_name: ClassVar[str] = "DART"
@@ -67,6 +70,7 @@ class DART(LLMStages):
         check_int("pivot_image", self.pivot_image, low=1)
         check_int("pivot_text", self.pivot_text, low=0)
         check_choice("exact_budget", self.exact_budget, (True, False))
+        check_choice("score_dtype", self.score_dtype, SCORE_DTYPES)
 
     @classmethod
     def reference_config(cls, family: str, budget: int, mode: str | None) -> dict[str, Any]:
@@ -75,14 +79,23 @@ class DART(LLMStages):
         '[64]'`` reproduces that: a 100-token average)."""
         return single_drop_config(family, budget, DART_LAYER)
 
+    def stage_output(self, stage: Stage, keep: int, available: int) -> int:
+        """``keep`` with the exact budget; else the official ``pivot_image + pivots · (keep // pivots)`` (when
+        ``pivot_text`` text tokens follow the image)."""
+        if self.exact_budget:
+            return keep
+        pivots = self.pivot_image + self.pivot_text
+        return min(available, min(self.pivot_image, keep) + pivots * (keep // pivots))
+
     def select(self, ctx: StageContext) -> Selection:
         if ctx.previous_hidden is None or ctx.previous_kwargs is None:
             raise RuntimeError(
                 "DART needs the input of the layer before the drop (an LLM stage after layer >= 1)"
             )
         key_norm = rotary_keys(ctx.adapter, ctx.layer_index - 1, ctx.previous_hidden, ctx.previous_kwargs)
-        key_norm = key_norm.float().abs().sum(-1)  # (B, S) L1 norm over heads and channels
-        normed = ctx.adapter.final_norm(ctx.hidden).float()
+        dtype = score_dtype_of(self.score_dtype, ctx.hidden)
+        key_norm = key_norm.to(dtype).norm(p=1, dim=-1)  # (B, S) L1 norm over heads and channels
+        normed = ctx.adapter.final_norm(ctx.hidden).to(dtype)
         first_real = ctx.padding.int().argmax(1)
         kept, scores = [], []
         for g in ctx.groups:

@@ -2,7 +2,9 @@
 
 Official rule (pkunlp-icler/FastV ``src/FastV/llava-hf/.../modeling_llama.py::fastv_forward``): after layer K
 has been reached, take layer K-1's attention probabilities, average over heads, read the last token's row over
-the image tokens and keep the top ones; the kept tokens keep their original position ids.
+the image tokens and keep the top ones; the kept tokens keep their original position ids. The official
+attention probabilities are model-dtype tensors (eager ``softmax(dtype=float32).to(query dtype)``), averaged
+over heads in that dtype before ``topk``: ``score_dtype="model"`` (default) ranks the same rounded values.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from typing import Any, ClassVar
 
 from trio_vlm import presets
 from trio_vlm.contract import Selection, StageContext
-from trio_vlm.methods.base import LLMStages
-from trio_vlm.methods.llm_attention import head_mean_attention
+from trio_vlm.methods.base import LLMStages, check_choice
+from trio_vlm.methods.llm_attention import SCORE_DTYPES, head_mean_attention, score_dtype_of
 from trio_vlm.methods.nms import topk_select
 
 #: FastV's K on LLaVA-1.5 in our presets (the paper's default).
@@ -49,16 +51,23 @@ class FastV(LLMStages):
         layer_list: layers run before each drop (official: one drop, ``[K]``).
         image_token_list: image tokens kept by each drop (or ``image_token_ratio_list``: fractions).
         position_mode: ``"original"`` (official: kept tokens keep their position ids), ``"compact"`` or ``None``.
+        score_dtype: ``"model"`` (official: attention rounded to the model's dtype before ranking) or
+            ``"float32"``.
     """
 
     layer_list: tuple[int, ...] = (FASTV_LAYER,)
     image_token_list: tuple[int, ...] = (166,)
     position_mode: str | None = "original"
+    score_dtype: str = "model"
 
     name: ClassVar[str] = "fastv"
     display_name: ClassVar[str] = "FastV"
     paper_name: ClassVar[str | None] = "FastV"
     table_order: ClassVar[int] = 10
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("score_dtype", self.score_dtype, SCORE_DTYPES)
 
     @classmethod
     def reference_config(cls, family: str, budget: int, mode: str | None) -> dict[str, Any]:
@@ -73,7 +82,13 @@ class FastV(LLMStages):
             )
         rows = ctx.last_valid[:, None]
         attn = head_mean_attention(
-            ctx.adapter, ctx.layer_index - 1, ctx.previous_hidden, ctx.previous_kwargs, rows, ctx.padding
+            ctx.adapter,
+            ctx.layer_index - 1,
+            ctx.previous_hidden,
+            ctx.previous_kwargs,
+            rows,
+            ctx.padding,
+            score_dtype_of(self.score_dtype, ctx.hidden),
         )[:, 0]
         scores = [attn[g.sample, g.seq_index] for g in ctx.groups]
         return Selection(kept=[topk_select(s, g.keep) for s, g in zip(scores, ctx.groups)], scores=scores)

@@ -2,7 +2,9 @@
 
 Official code: obananas/HoloV ``llava/model/utils.py::HoloV`` (called from ``llava/model/llava_arch.py`` on
 the projected features with the head-averaged [CLS] attention of vision layer -2,
-``multimodal_encoder/clip_encoder.py::feature_select``). See docs/baselines_encoder.md for deviations.
+``multimodal_encoder/clip_encoder.py::feature_select``). The output runs crop by crop: a crop whose quota
+covers it whole in raster order, otherwise its ``topk`` tokens by attention (descending); a quota shortfall is
+padded with zero vectors at the end. Options and deviations: docs/baselines_encoder.md.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from trio_vlm.methods.base import check_choice, check_float, check_int
 from trio_vlm.methods.encoder_stage import EncoderStageMethod
 
 EPS = 1e-6
+#: What happens to a quota shortfall: zero vectors (official), re-split over the crops with room, or nothing.
+SHORTFALLS = ("zeros", "reallocate", "none")
+#: Sequence orders: crop by crop, descending attention within a crop (official), or raster order.
+ORDERS = ("official", "raster")
 
 
 def default_crops(n_tokens: int, keep: int) -> int:
@@ -71,7 +77,7 @@ def _proportional(weights: list[float], total: int) -> list[int]:
     return alloc.tolist()
 
 
-def allocate(weights: list[float], sizes: list[int], keep: int, reallocate: bool = True) -> list[int]:
+def allocate(weights: list[float], sizes: list[int], keep: int, reallocate: bool = False) -> list[int]:
     """Tokens kept per crop. Official: proportional split, each crop capped at its size (the excess is lost
     and padded with zero tokens). ``reallocate``: hand the excess to the crops with room, again in proportion
     to their weights, until ``keep`` tokens are placed."""
@@ -91,9 +97,13 @@ def holov_select(
     crops: int,
     alpha: float = 0.09,
     attention_scale: float = 1e3,
-    reallocate: bool = True,
-) -> torch.Tensor:
-    """Ascending indices kept by HoloV: crop quotas by crop score, within a crop the top tokens by attention."""
+    reallocate: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """HoloV's kept tokens: crop quotas by crop score, within a crop the top tokens by attention.
+
+    Returns ``(kept, order)``: ``kept`` ascending, and ``order`` the permutation of ``kept`` in the official
+    output order (crop by crop; a crop kept whole in raster order, else by descending attention, ties by
+    index). Fewer than ``keep`` tokens when a capped crop's excess is lost (``reallocate=False``)."""
     sizes = crop_sizes(attention.numel(), crops)
     weights = crop_scores(features, attention, sizes, alpha, attention_scale).tolist()
     alloc = torch.tensor(allocate(weights, sizes, keep, reallocate), device=attention.device)
@@ -101,9 +111,13 @@ def holov_select(
     crop = torch.repeat_interleave(torch.arange(len(sizes), device=attention.device), size_t)
     # each crop's tokens by descending attention (ties by index), crops in order
     by_attention = torch.sort(attention.float(), descending=True, stable=True).indices
-    order = by_attention[torch.sort(crop[by_attention], stable=True).indices]
-    rank = torch.arange(order.numel(), device=order.device) - (torch.cumsum(size_t, 0) - size_t)[crop]
-    return torch.sort(order[rank < alloc[crop]]).values
+    ranked = by_attention[torch.sort(crop[by_attention], stable=True).indices]
+    rank = torch.arange(ranked.numel(), device=ranked.device) - (torch.cumsum(size_t, 0) - size_t)[crop]
+    whole = alloc >= size_t  # a crop kept whole keeps its raster order
+    by_position = torch.arange(ranked.numel(), device=ranked.device)
+    chosen = torch.where(whole[crop], by_position, ranked)[rank < alloc[crop]]
+    kept = torch.sort(chosen)
+    return kept.values, torch.argsort(kept.indices)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,15 +130,19 @@ class HoloV(EncoderStageMethod):
         alpha: weight of the similarity-variance term (official 0.09).
         attention_scale: factor on the [CLS] attention in the token score (official 1e3).
         attention_layer: vision layer whose head-averaged [CLS] attention is used (official -2).
-        reallocate: give a capped crop's surplus to the other crops (default) instead of losing it (the
-            official code pads the shortfall with zero tokens; here it would keep fewer tokens).
+        shortfall: when capped crops cannot place the whole quota: ``"zeros"`` (official) appends that many
+            zero vectors after the image's tokens; ``"reallocate"`` gives the excess to the crops with room
+            (exactly ``visual_token_num`` real tokens); ``"none"`` keeps fewer tokens.
+        order: ``"official"`` (crop by crop, descending attention within a crop not kept whole) or
+            ``"raster"``.
     """
 
     crops: int | None = None
     alpha: float = 0.09
     attention_scale: float = 1e3
     attention_layer: int = -2
-    reallocate: bool = True
+    shortfall: str = "zeros"
+    order: str = "official"
 
     name: ClassVar[str] = "holov"
     display_name: ClassVar[str] = "HoloV"
@@ -138,7 +156,8 @@ class HoloV(EncoderStageMethod):
         check_float("alpha", self.alpha)
         check_float("attention_scale", self.attention_scale)
         check_int("attention_layer", self.attention_layer)
-        check_choice("reallocate", self.reallocate, (True, False))
+        check_choice("shortfall", self.shortfall, SHORTFALLS)
+        check_choice("order", self.order, ORDERS)
 
     def crops_for(self, n_tokens: int, keep: int) -> int:
         return min(n_tokens, self.crops) if self.crops is not None else default_crops(n_tokens, keep)
@@ -148,19 +167,23 @@ class HoloV(EncoderStageMethod):
 
     def select(self, ctx: StageContext) -> Selection:
         attention = ctx.cls_attention[self.attention_layer]
-        kept, scores = [], []
+        out = Selection(kept=[], scores=[], order=[], appended=[])
         for g in ctx.groups:
             attn = attention[g.image_row].float()
             feats = ctx.hidden[g.sample, g.seq_index]
-            idx = holov_select(
+            kept, order = holov_select(
                 feats,
                 attn,
                 g.keep,
                 self.crops_for(g.size, g.keep),
                 self.alpha,
                 self.attention_scale,
-                self.reallocate,
+                self.shortfall == "reallocate",
             )
-            kept.append(idx)
-            scores.append(attn)
-        return Selection(kept=kept, scores=scores)
+            missing = g.keep - kept.numel()
+            out.kept.append(kept)
+            out.scores.append(attn)
+            out.order.append(order if self.order == "official" else None)
+            padded = missing > 0 and self.shortfall == "zeros"
+            out.appended.append(feats.new_zeros(missing, feats.shape[1]) if padded else None)
+        return out

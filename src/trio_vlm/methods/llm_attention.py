@@ -1,7 +1,10 @@
 """What LLM-side baselines read from one decoder layer: a few head-averaged attention rows, or its keys.
 
 Both are recomputed from the layer's *input* hidden states, so the model keeps its SDPA/FlashAttention kernel
-and no full attention matrix is ever materialised.
+and no full attention matrix is ever materialised. ``score_dtype`` (:data:`SCORE_DTYPES`) says in which dtype
+scores are ranked: ``"model"`` rounds them to the model's dtype first, as the official code does (its attention
+probabilities are fp16/bf16 tensors, so near-equal scores tie and ties break by index here), ``"float32"``
+ranks the float32 values.
 """
 
 from __future__ import annotations
@@ -9,6 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+#: Ranking dtypes: the model's (official) or float32.
+SCORE_DTYPES = ("model", "float32")
+
+
+def score_dtype_of(score_dtype: str, hidden: torch.Tensor) -> torch.dtype:
+    """The dtype scores are ranked in: ``hidden``'s for ``"model"``, else float32."""
+    return hidden.dtype if score_dtype == "model" else torch.float32
 
 
 def head_mean_attention(
@@ -18,11 +29,14 @@ def head_mean_attention(
     layer_kwargs: dict[str, Any],
     rows: torch.Tensor,
     padding: torch.Tensor,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """(B, Q, S) float32 attention probabilities of decoder layer ``index`` for query positions ``rows`` (B, Q),
-    averaged over heads; ``hidden`` is the layer's input and ``layer_kwargs`` its rotary embeddings."""
+    """(B, Q, S) attention probabilities of decoder layer ``index`` for query positions ``rows`` (B, Q),
+    averaged over heads; ``hidden`` is the layer's input and ``layer_kwargs`` its rotary embeddings. The
+    probabilities are computed in float32 and rounded to ``dtype`` before the head mean (the official
+    eager attention's ``softmax(..., dtype=float32).to(model dtype)`` then ``mean(dim=1)``)."""
     cos, sin = layer_kwargs["position_embeddings"]
-    return adapter.attention_probs(index, hidden, rows, cos, sin, padding).mean(1)
+    return adapter.attention_probs(index, hidden, rows, cos, sin, padding).to(dtype).mean(1)
 
 
 def rotary_keys(adapter: Any, index: int, hidden: torch.Tensor, layer_kwargs: dict[str, Any]) -> torch.Tensor:

@@ -1,7 +1,9 @@
 """SCOPE (saliency-coverage token selection): greedy facility-location coverage weighted by [CLS] attention.
 
 Official code: kinredon/SCOPE ``scope/clip_encoder.py`` (``CLIPVisionTower_SCOPE.forward`` and ``SCOPE``),
-``scope/main.py::SCOPE(model, num_token)``. See docs/baselines_encoder.md for deviations.
+``scope/main.py::SCOPE(model, num_token)``. The official forward keeps ``int(num_token / b)`` tokens per image
+when the tower encodes ``b`` images at once (its evaluation runs batch 1); ``batch_split=True`` reproduces that.
+See docs/baselines_encoder.md for deviations.
 """
 
 from __future__ import annotations
@@ -61,12 +63,17 @@ class SCOPE(EncoderStageMethod):
         attention_layer: vision layer whose [CLS] attention, summed over heads, weights the gains (official -2).
         feature_layer: LLaVA's ``vision_feature_layer`` — the CLIP features whose cosine similarity defines
             coverage (official -2, the features LLaVA projects).
+        batch_split: ``False`` (default): every image keeps ``visual_token_num``; ``True``: every image keeps
+            ``int(visual_token_num / n)`` with ``n`` the images (LLaVA-NeXT: tiles) the tower encoded in the
+            call, as the official forward does for batches (the same at batch 1 on LLaVA-1.5; the planned
+            average then no longer describes batches).
     """
 
     alpha: float = 1.0
     combine: str = "multi"
     attention_layer: int = -2
     feature_layer: int = -2
+    batch_split: bool = False
 
     name: ClassVar[str] = "scope"
     display_name: ClassVar[str] = "SCOPE"
@@ -78,6 +85,7 @@ class SCOPE(EncoderStageMethod):
         check_choice("combine", self.combine, COMBINES)
         check_float("alpha", self.alpha)
         check_int("attention_layer", self.attention_layer)
+        check_choice("batch_split", self.batch_split, (True, False))
         feature_input_index(self.feature_layer)  # validates
 
     def cls_attention_layers(self) -> tuple[int, ...]:
@@ -92,9 +100,13 @@ class SCOPE(EncoderStageMethod):
         attention = ctx.cls_attention[self.attention_layer].float() * heads
         features = ctx.vision_inputs[feature_input_index(self.feature_layer)]
         kept, scores = [], []
+        rows = len(attention)
         for g in ctx.groups:
+            keep = g.keep
+            if self.batch_split:
+                keep = max(1, int((self.visual_token_num or g.keep) / rows))
             feats = patch_features(features[g.image_row])
-            idx, first = scope_select(feats, attention[g.image_row], g.keep, self.alpha, self.combine)
+            idx, first = scope_select(feats, attention[g.image_row], keep, self.alpha, self.combine)
             kept.append(idx)
             scores.append(first)
         return Selection(kept=kept, scores=scores)

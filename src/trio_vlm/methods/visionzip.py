@@ -1,8 +1,11 @@
 """VisionZip (Yang et al., CVPR 2025): dominant tokens by [CLS] attention + merged contextual tokens.
 
 Official code: dvlab-research/VisionZip ``visionzip/clip_encoder.py`` (``CLIPVisionTower_VisionZip.forward``),
-``visionzip/utils.py`` (head-averaged keys of layer -2 as the merge metric), ``visionzip/main.py``.
-See docs/baselines_encoder.md for how the rule maps onto HF LLaVA.
+``visionzip/utils.py`` (``CLIPAttention_forward``: head-averaged keys of layer -2 as the merge metric),
+``visionzip/main.py::visionzip`` (``dominant - 1`` patches besides [CLS]), ``visionzip/llava_arch.py``
+(``encode_images_visionzip``: the projector on ``[CLS], dominant patches, contextual tokens``). The dominant
+tokens are [CLS] and the top ``dominant - 1`` patches by the [CLS] row of layer -2; the contextual tokens are
+merged from the remaining patches. Options and deviations: docs/baselines_encoder.md.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from trio_vlm.methods.base import check_choice, check_int
 from trio_vlm.methods.clip_features import feature_input_index, head_mean_keys, patch_features, project_to_llm
 from trio_vlm.methods.encoder_stage import EncoderStageMethod
 from trio_vlm.methods.nms import topk_select
+
+#: Sequence orders: ``[CLS]``, dominant patches ascending, contextual tokens (official), or raster order.
+ORDERS = ("official", "raster")
 
 
 def default_contextual(total: int) -> int:
@@ -56,22 +62,29 @@ def contextual_merge(
 
 @dataclass(frozen=True, kw_only=True)
 class VisionZip(EncoderStageMethod):
-    """Keep ``visual_token_num`` tokens per image: ``visual_token_num - contextual`` dominant patches by
-    [CLS]→patch attention of vision layer ``attention_layer``, plus ``contextual`` merged tokens.
+    """Keep ``visual_token_num`` tokens per image: [CLS] and ``visual_token_num - contextual - 1`` dominant
+    patches by [CLS]→patch attention of vision layer ``attention_layer``, plus ``contextual`` merged tokens.
 
     Args:
-        visual_token_num: tokens per image entering the LLM (dominant + contextual).
+        visual_token_num: tokens per image entering the LLM (dominant incl. [CLS] + contextual).
         contextual: merged contextual tokens; ``None`` → 5/32 of ``visual_token_num`` (the official ratio).
         attention_layer: vision layer whose [CLS] attention ranks patches and whose head-averaged keys are
             the merge metric (official: -2).
         feature_layer: LLaVA's ``vision_feature_layer`` (hidden-state index) — the CLIP features that are
             merged before the projector (official: -2).
+        cls_token: ``True`` (official): the projected [CLS] feature of ``feature_layer`` is one of the dominant
+            tokens; ``False``: one more patch instead (HF LLaVA's "default" feature selection drops [CLS]).
+            An image keeping a single token keeps a patch either way.
+        order: ``"official"``: [CLS], dominant patches ascending, then the contextual tokens; ``"raster"``:
+            [CLS] first, then dominant patches and contextual tokens (at their target patch) in raster order.
         merge: ``False`` keeps the contextual target tokens unmerged (ablation).
     """
 
     contextual: int | None = None
     attention_layer: int = -2
     feature_layer: int = -2
+    cls_token: bool = True
+    order: str = "official"
     merge: bool = True
 
     name: ClassVar[str] = "visionzip"
@@ -84,12 +97,19 @@ class VisionZip(EncoderStageMethod):
         if self.contextual is not None:
             check_int("contextual", self.contextual, low=0, high=self.visual_token_num)
         check_int("attention_layer", self.attention_layer)
+        check_choice("cls_token", self.cls_token, (True, False))
+        check_choice("order", self.order, ORDERS)
         check_choice("merge", self.merge, (True, False))
         feature_input_index(self.feature_layer)  # validates
 
+    def keeps_cls(self, keep: int) -> bool:
+        """Whether [CLS] is one of the ``keep`` tokens (an image needs at least one kept patch)."""
+        return self.cls_token and keep >= 2
+
     def contextual_count(self, keep: int) -> int:
         """Contextual tokens when ``keep`` tokens survive."""
-        return min(keep, default_contextual(keep) if self.contextual is None else self.contextual)
+        room = keep - int(self.keeps_cls(keep))
+        return min(room, default_contextual(keep) if self.contextual is None else self.contextual)
 
     def cls_attention_layers(self) -> tuple[int, ...]:
         return (self.attention_layer,)
@@ -100,32 +120,46 @@ class VisionZip(EncoderStageMethod):
     def select(self, ctx: StageContext) -> Selection:
         attention = ctx.cls_attention[self.attention_layer]
         layer = ctx.adapter.vision_layers[self.attention_layer]
-        kept, scores, replacement = [], [], []
+        features = ctx.vision_inputs[feature_input_index(self.feature_layer)]
+        out = Selection(kept=[], scores=[], replacement=[], order=[], prepended=[])
         for g in ctx.groups:
             attn = attention[g.image_row].float()
+            with_cls = self.keeps_cls(g.keep)
             n_ctx = self.contextual_count(g.keep)
-            dominant = topk_select(attn, g.keep - n_ctx)
+            dominant = topk_select(attn, g.keep - n_ctx - int(with_cls))
+            cls_row = features[g.image_row][:1] if with_cls else None
+            out.prepended.append(None if cls_row is None else self._project(ctx, cls_row))
+            out.scores.append(attn)
+            if n_ctx == 0:
+                out.kept.append(dominant)
+                out.replacement.append(None)
+                out.order.append(None)
+                continue
             rest_mask = torch.ones(g.size, dtype=torch.bool, device=attn.device)
             rest_mask[dominant] = False
             rest = rest_mask.nonzero().flatten()
-            scores.append(attn)
-            if n_ctx == 0:
-                kept.append(dominant)
-                replacement.append(None)
-                continue
             keys = head_mean_keys(
                 layer, ctx.vision_inputs[self.attention_layer][g.image_row : g.image_row + 1]
             )
-            feats = patch_features(ctx.vision_inputs[feature_input_index(self.feature_layer)][g.image_row])
+            feats = patch_features(features[g.image_row])
             targets, merged = contextual_merge(patch_features(keys[0])[rest], feats[rest], n_ctx)
-            order = torch.sort(torch.cat([dominant, rest[targets]]))
-            kept.append(order.values)
+            targets = rest[targets]
+            kept = torch.sort(torch.cat([dominant, targets])).values
+            out.kept.append(kept)
+            # official order: the dominant patches (ascending), then the contextual tokens (target order)
+            out.order.append(
+                torch.cat([torch.searchsorted(kept, dominant), torch.searchsorted(kept, targets)])
+                if self.order == "official"
+                else None
+            )
             if not self.merge:
-                replacement.append(None)
+                out.replacement.append(None)
                 continue
-            current = ctx.hidden[g.sample, g.seq_index[order.values]].clone()
-            slot = order.indices >= dominant.numel()  # kept slots holding a contextual token
-            projected = project_to_llm(ctx.adapter, merged).to(current.dtype)
-            current[slot] = projected[order.indices[slot] - dominant.numel()]
-            replacement.append(current)
-        return Selection(kept=kept, scores=scores, replacement=replacement)
+            current = ctx.hidden[g.sample, g.seq_index[kept]].clone()
+            current[torch.searchsorted(kept, targets)] = self._project(ctx, merged).to(current.dtype)
+            out.replacement.append(current)
+        return out
+
+    @staticmethod
+    def _project(ctx: StageContext, clip_rows: torch.Tensor) -> torch.Tensor:
+        return project_to_llm(ctx.adapter, clip_rows).to(ctx.hidden.dtype)
