@@ -9,7 +9,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from trio_vlm.cli.options import add_device_arguments, add_method_arguments, method_request
+from trio_vlm.cli.options import (
+    add_device_arguments,
+    add_method_arguments,
+    add_pad_arguments,
+    method_request,
+)
+from trio_vlm.eval.reading.images import prepare_image, resolve_pad_square, square_fill
 from trio_vlm.generation import generate_answer, generation_kwargs
 from trio_vlm.llava_format import Question, append_line, chunk, finished_keys, read_questions
 from trio_vlm.loading import load_image, load_model_and_processor, model_id
@@ -37,6 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-new-tokens", "--max_new_tokens", dest="max_new_tokens", type=int, default=128)
     parser.add_argument("--num-chunks", type=int, default=1)
     parser.add_argument("--chunk-idx", type=int, default=0)
+    add_pad_arguments(parser)
     add_device_arguments(parser)
     add_method_arguments(parser)
     parser.set_defaults(func=run)
@@ -73,11 +80,18 @@ def run(args: argparse.Namespace) -> int:
     shape = shape_of(model)
     method = request.build(shape)
     conv_mode = resolve_conv_mode(args.conv_mode, shape.family)
+    pad_square = resolve_pad_square(args.pad_square, shape.family)
+    fill = square_fill(processor, pad_square)
     gen_kwargs = generation_kwargs(args.max_new_tokens, args.temperature, args.top_p, args.num_beams)
-    schedule = method.describe()
+    run = {
+        "family": shape.family,
+        "schedule": method.describe(),
+        "conv_mode": conv_mode,
+        "pad_square": pad_square,
+    }
     with answers_path.open("a", encoding="utf-8") as fh:
         for question in tqdm(todo, desc="answering", unit="q"):
-            image = load_image(_image_path(args.image_folder, question))
+            image = prepare_image(load_image(_image_path(args.image_folder, question)), fill)
             prompt = prompt_for(question.text, conv_mode, processor)
             answer = generate_answer(model, processor, image, prompt, method, gen_kwargs)
             record = {
@@ -86,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                 "text": answer.text,
                 "answer_id": uuid.uuid4().hex,
                 "model_id": model_id(args.model),
-                "metadata": {"family": shape.family, "schedule": schedule, **answer.record()},
+                "metadata": {**run, **answer.record()},
             }
             append_line(fh, record)
     return 0

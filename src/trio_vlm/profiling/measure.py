@@ -85,7 +85,8 @@ def profile_generate(
     shape = LMShape.from_config(model.config.text_config)
     mask = inputs.get("attention_mask")
     prompt_len = int(mask[0].sum()) if mask is not None else prompt
-    visual = int((inputs["input_ids"][0] == adapter.image_token_id).sum())
+    # the engine's count: LLaVA-NeXT's row-newline placeholders are never pruned, so they count as text here
+    visual = run.calls[0].visual_tokens[0] if run.calls else 0
     stages = {e.layer_index: e.tokens_after[0] for e in run.events}
     per_layer = tokens_per_layer(prompt_len, visual, stages, shape.layers)
     probe = 0.0
