@@ -3,7 +3,7 @@ cost relative to one decoder layer, and KV-cache bytes — all measured side by 
 
     python benchmarks/bench_efficiency.py                       # CPU: 32 layers, width 1024, 576 tokens
     python benchmarks/bench_efficiency.py --device cuda --dtype bfloat16 --hidden 4096 --intermediate 11008 \\
-        --vision-hidden 1024 --vision-layers 24                 # LLaVA-1.5-7B geometry on a GPU
+        --vision-hidden 1024 --vision-layers 24 --geometries llava-1.5,llava-next --batches 1,8   # 7B, GPU
 
 Every figure is a ratio of timings taken in the same process, interleaved round by round (median over rounds).
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_model import bench_inputs, bench_llava  # noqa: E402
+from bench_model import bench_inputs, bench_llava, bench_llava_next  # noqa: E402
 
 import trio_vlm  # noqa: E402
 from trio_vlm.adapters import adapter_for  # noqa: E402
@@ -53,12 +53,10 @@ def timed(fn, device: torch.device, repeats: int) -> float:
 
 
 def oracle_from(run, method) -> FixedSelection:
-    """A fixed selection with exactly the tokens ``method`` kept in ``run`` (same per-layer counts)."""
+    """A fixed selection with exactly the tokens ``method`` kept in ``run`` (same per-layer tokens)."""
     schedule = method.schedule()
     kept = tuple(tuple(e.kept[0].tolist()) for e in run.events)
-    return FixedSelection(
-        layer_list=schedule.layer_list, kept=kept, visual_token_num=schedule.visual_token_num
-    )
+    return FixedSelection(layer_list=schedule.layer_list, kept=kept, encoder=schedule.has_encoder_stage)
 
 
 def probe_costs(model, inputs, trio, repeats: int) -> dict[str, float]:
@@ -80,12 +78,14 @@ def probe_costs(model, inputs, trio, repeats: int) -> dict[str, float]:
         padding = torch.ones(1, seq, dtype=torch.bool, device=device)
         last = torch.tensor([seq - 1], device=device)
         layer = lambda: adapter.run_layer(stage, hidden, kwargs)  # noqa: E731
-        fast = lambda: fast_saliency(adapter, stage, hidden, kwargs, last, padding)  # noqa: E731
+        fast = lambda: fast_saliency(  # noqa: E731
+            adapter, stage, hidden, kwargs, last, padding, compile_mode=trio.probe_compile
+        )
         ref = lambda: reference_saliency(adapter, stage, hidden, kwargs, last)  # noqa: E731
         vis = (inputs["input_ids"][0] == adapter.image_token_id).nonzero().flatten()
         scores = fast()[0, vis]
         feats = hidden[0, vis]
-        keep = trio.schedule().image_token_list[0]
+        keep = trio.schedule().llm_keep(0, vis.numel())
         return {
             "tokens": seq,
             "layer_s": timed(layer, device, repeats),
@@ -96,8 +96,116 @@ def probe_costs(model, inputs, trio, repeats: int) -> dict[str, float]:
         }
 
 
+def build_configs(model, inputs, budget: int, baselines: list[str], probe_compile: str) -> dict[str, object]:
+    """Vanilla, TRIO (fast and authors' configs, w/o and w/ VE), baselines, and the two zero-cost oracles."""
+    fast = trio_vlm.TRIO.preset(model, budget, probe_compile=probe_compile)
+    w_ve = trio_vlm.TRIO.preset(model, budget, mode="w_ve", probe_compile=probe_compile)
+    configs: dict[str, object] = {
+        "vanilla": Vanilla(),
+        TRIO_KEY: fast,
+        "trio (reference probe, loop NMS)": trio_vlm.TRIO.preset(
+            model, budget, probe="reference", nms="loop"
+        ),
+        TRIO_VE_KEY: w_ve,
+    }
+    for name in baselines:
+        if name in available_methods():
+            configs[name] = method_class(name).preset(model, budget)
+        else:
+            logger.info("baseline %s is not registered; skipped", name)
+    for key, oracle_key in ((TRIO_KEY, ORACLE_KEY), (TRIO_VE_KEY, ORACLE_VE_KEY)):
+        with torch.no_grad(), trio_vlm.apply(model, configs[key]) as run:
+            model.generate(**inputs, max_new_tokens=1, do_sample=False)
+        configs[oracle_key] = oracle_from(run, configs[key])
+    return configs
+
+
+def measure(
+    model, inputs, configs: dict[str, object], rounds: int, decode: int
+) -> dict[str, dict[str, float]]:
+    """Median prefill / total seconds, KV bytes and measured visual tokens per layer of every config, interleaved
+    round by round after one warm-up round."""
+    prefill: dict[str, list[float]] = {k: [] for k in configs}
+    total: dict[str, list[float]] = {k: [] for k in configs}
+    out: dict[str, dict[str, float]] = {k: {} for k in configs}
+    for method in configs.values():  # warm-up round
+        profile_generate(model, inputs, method, max_new_tokens=decode, warmup=0)
+    for r in range(rounds):
+        for name, method in configs.items():
+            prof = profile_generate(model, inputs, method, max_new_tokens=decode, warmup=0)
+            prefill[name].append(prof.prefill_s)
+            total[name].append(prof.total_s)
+            out[name]["kv_bytes"] = prof.kv_bytes
+            out[name]["visual_avg"] = sum(prof.visual_per_layer) / len(prof.visual_per_layer)
+        logger.info("round %d/%d done", r + 1, rounds)
+    for name in configs:
+        out[name]["prefill_s"] = statistics.median(prefill[name])
+        out[name]["total_s"] = statistics.median(total[name])
+    return out
+
+
+def print_table(title: str, result: dict[str, dict[str, float]]) -> None:
+    base = result["vanilla"]
+    print(f"\n{title}\n")
+    print(
+        "| config | avg visual tokens/layer | prefill (s) | vs vanilla | total (s) | KV cache (MB) | KV vs vanilla |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, r in result.items():
+        print(
+            f"| {name} | {r['visual_avg']:.1f} | {r['prefill_s']:.4f} | {base['prefill_s'] / r['prefill_s']:.2f}x | "
+            f"{r['total_s']:.4f} | {r['kv_bytes'] / 2**20:.2f} | {base['kv_bytes'] / r['kv_bytes']:.2f}x |"
+        )
+
+
+TRIO_KEY = "trio w/o VE (fast probe, device NMS)"
+TRIO_VE_KEY = "trio w/ VE"
+ORACLE_KEY = "oracle w/o VE (TRIO's tokens, no selection)"
+ORACLE_VE_KEY = "oracle w/ VE"
+
+
+def targets(results: dict, costs: dict, on_gpu: bool) -> list[tuple[str, float, str, bool]]:
+    """Every ratio of issue 16 with its target: (name, value, target, met)."""
+    rows = []
+
+    def add(name: str, value: float, limit: float) -> None:
+        rows.append((name, value, f"<= {limit}", value <= limit))
+
+    for (geometry, batch), result in results.items():
+        tag = f"{geometry} batch {batch}"
+        add(
+            f"{tag}: TRIO w/o VE prefill / oracle",
+            result[TRIO_KEY]["prefill_s"] / result[ORACLE_KEY]["prefill_s"],
+            1.10,
+        )
+        add(
+            f"{tag}: TRIO w/ VE prefill / oracle",
+            result[TRIO_VE_KEY]["prefill_s"] / result[ORACLE_VE_KEY]["prefill_s"],
+            1.05,
+        )
+        add(
+            f"{tag}: oracle prefill / vanilla",
+            result[ORACLE_KEY]["prefill_s"] / result["vanilla"]["prefill_s"],
+            1.0,
+        )
+        add(
+            f"{tag}: TRIO w/ VE prefill / vanilla",
+            result[TRIO_VE_KEY]["prefill_s"] / result["vanilla"]["prefill_s"],
+            1.0,
+        )
+    for geometry, cost in costs.items():
+        add(
+            f"{geometry}: fast probe / one decoder layer",
+            cost["fast_probe_s"] / cost["layer_s"],
+            1.0 if on_gpu else 0.5,
+        )
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--geometries", default="llava-1.5", help="comma list of llava-1.5, llava-next")
+    p.add_argument("--batches", default="1", help="comma list of batch sizes (identical prompts per batch)")
     p.add_argument("--layers", type=int, default=32)
     p.add_argument("--hidden", type=int, default=1024)
     p.add_argument("--intermediate", type=int, default=None)
@@ -107,132 +215,68 @@ def main() -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
     p.add_argument("--budget", type=int, default=64)
-    p.add_argument("--batch", type=int, default=1, help="identical prompts per batch (throughput regime)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--decode-tokens", type=int, default=8)
+    p.add_argument(
+        "--probe-compile", default="auto", help="TRIO's probe_compile (auto: CUDA graphs on a GPU)"
+    )
     p.add_argument(
         "--baselines", default="fastv,pdrop,dart", help="comma list; unregistered ones are skipped"
     )
     p.add_argument("--json-out", type=Path)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
-
-    model = bench_llava(
-        args.layers, args.hidden, args.intermediate, args.vision_hidden, args.vision_layers, args.attn
-    ).to(device=device, dtype=dtype)
-    inputs = {k: v.to(device) for k, v in bench_inputs(model).items()}
-    inputs = {k: v.repeat(args.batch, *([1] * (v.dim() - 1))) for k, v in inputs.items()}
-    inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
-
-    configs: dict[str, object] = {
-        "vanilla": Vanilla(),
-        f"trio-{args.budget} (fast probe, device NMS)": trio_vlm.TRIO.preset(model, args.budget),
-        f"trio-{args.budget} (reference probe, loop NMS)": trio_vlm.TRIO.preset(
-            model, args.budget, probe="reference", nms="loop"
-        ),
-        f"trio-{args.budget} w/ VE": trio_vlm.TRIO.preset(model, args.budget, mode="w_ve"),
-    }
-    for name in [b for b in args.baselines.split(",") if b]:
-        if name in available_methods():
-            configs[f"{name}-{args.budget}"] = method_class(name).preset(model, args.budget)
-        else:
-            logger.info("baseline %s is not registered; skipped", name)
-    trio_key = f"trio-{args.budget} (fast probe, device NMS)"
-    with torch.no_grad(), trio_vlm.apply(model, configs[trio_key]) as run:
-        model.generate(**inputs, max_new_tokens=1, do_sample=False)
-    configs[f"oracle-{args.budget} (TRIO's tokens, no selection)"] = oracle_from(run, configs[trio_key])
-    configs[f"oracle-{args.budget} w/ VE"] = None  # filled below
-    with torch.no_grad(), trio_vlm.apply(model, configs[f"trio-{args.budget} w/ VE"]) as run_ve:
-        model.generate(**inputs, max_new_tokens=1, do_sample=False)
-    configs[f"oracle-{args.budget} w/ VE"] = oracle_from(run_ve, configs[f"trio-{args.budget} w/ VE"])
-
-    prefill: dict[str, list[float]] = {k: [] for k in configs}
-    total: dict[str, list[float]] = {k: [] for k in configs}
-    kv: dict[str, int] = {}
-    visual_avg: dict[str, float] = {}
-    for method in configs.values():  # warm-up round
-        profile_generate(model, inputs, method, max_new_tokens=args.decode_tokens, warmup=0)
-    for r in range(args.rounds):
-        for name, method in configs.items():
-            prof = profile_generate(model, inputs, method, max_new_tokens=args.decode_tokens, warmup=0)
-            prefill[name].append(prof.prefill_s)
-            total[name].append(prof.total_s)
-            kv[name] = prof.kv_bytes
-            visual_avg[name] = sum(prof.visual_per_layer) / len(prof.visual_per_layer)
-        logger.info("round %d/%d done", r + 1, args.rounds)
-    costs = probe_costs(model, inputs, configs[trio_key], args.rounds)
-
-    med = {k: statistics.median(v) for k, v in prefill.items()}
-    med_total = {k: statistics.median(v) for k, v in total.items()}
     dev = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else f"CPU ({torch.get_num_threads()} threads)"
     )
-    print(
-        f"\ndevice: {dev}; dtype {args.dtype}; attention {args.attn}; LLM {args.layers}x{args.hidden}; "
-        f"prompt {inputs['input_ids'].shape[1]} tokens (576 visual); rounds {args.rounds}\n"
-    )
-    print(
-        "| config | avg visual tokens/layer | prefill (s) | vs vanilla | total (s) | KV cache (MB) | KV vs vanilla |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for name in configs:
-        print(
-            f"| {name} | {visual_avg[name]:.1f} | {med[name]:.4f} | {med['vanilla'] / med[name]:.2f}x | "
-            f"{med_total[name]:.4f} | {kv[name] / 2**20:.2f} | {kv['vanilla'] / kv[name]:.2f}x |"
-        )
-    oracle_key = f"oracle-{args.budget} (TRIO's tokens, no selection)"
-    seq = inputs["input_ids"].shape[1]
-    theory = (seq * args.layers) / sum(seq - 576 + v for v in [visual_avg[trio_key]] * args.layers)
-    ratios = {
-        "trio_over_oracle_prefill": med[trio_key] / med[oracle_key],
-        "trio_w_ve_over_oracle_prefill": med[f"trio-{args.budget} w/ VE"]
-        / med[f"oracle-{args.budget} w/ VE"],
-        "reference_trio_over_oracle_prefill": med[f"trio-{args.budget} (reference probe, loop NMS)"]
-        / med[oracle_key],
-        "fast_probe_over_layer": costs["fast_probe_s"] / costs["layer_s"],
-        "reference_probe_over_layer": costs["reference_probe_s"] / costs["layer_s"],
-        "loop_nms_over_device_nms": costs["loop_nms_s"] / costs["device_nms_s"],
-        "kv_ratio_measured": kv["vanilla"] / kv[trio_key],
-        "kv_ratio_theoretical": theory,
-    }
-    print("\n| probe/selection piece at the first stage | seconds | / one layer forward |")
-    print("|---|---|---|")
-    for key in ("layer_s", "fast_probe_s", "reference_probe_s", "device_nms_s", "loop_nms_s"):
-        print(f"| {key[:-2]} | {costs[key]:.4f} | {costs[key] / costs['layer_s']:.2f} |")
-    print("\ntargets:")
-    print(
-        f"  TRIO-{args.budget} prefill / oracle = {ratios['trio_over_oracle_prefill']:.3f} (target <= 1.10); "
-        f"w/ VE {ratios['trio_w_ve_over_oracle_prefill']:.3f}; authors' config "
-        f"{ratios['reference_trio_over_oracle_prefill']:.3f}"
-    )
-    print(
-        f"  fast probe / one layer = {ratios['fast_probe_over_layer']:.3f} (target <= 0.5); "
-        f"reference probe / one layer = {ratios['reference_probe_over_layer']:.2f}"
-    )
-    print(
-        f"  KV cache ratio measured {ratios['kv_ratio_measured']:.3f} vs theoretical {ratios['kv_ratio_theoretical']:.3f}"
-    )
-    if args.json_out:
-        args.json_out.write_text(
-            json.dumps(
-                {
-                    "device": dev,
-                    "args": vars(args) | {"json_out": str(args.json_out)},
-                    "prefill_s": prefill,
-                    "total_s": total,
-                    "kv_bytes": kv,
-                    "visual_avg": visual_avg,
-                    "probe": costs,
-                    "ratios": ratios,
-                },
-                indent=2,
+    baselines = [b for b in args.baselines.split(",") if b]
+    results: dict[tuple[str, int], dict] = {}
+    costs: dict[str, dict[str, float]] = {}
+    for geometry in args.geometries.split(","):
+        build = {"llava-1.5": bench_llava, "llava-next": bench_llava_next}[geometry]
+        model = build(
+            args.layers, args.hidden, args.intermediate, args.vision_hidden, args.vision_layers, args.attn,
+            device=args.device, dtype=dtype,
+        )  # fmt: skip
+        one = bench_inputs(model)
+        one = {k: v.to(device) for k, v in one.items()}
+        one["pixel_values"] = one["pixel_values"].to(dtype)
+        for batch in (int(b) for b in args.batches.split(",")):
+            inputs = {k: v.repeat(batch, *([1] * (v.dim() - 1))) for k, v in one.items()}
+            configs = build_configs(model, inputs, args.budget, baselines, args.probe_compile)
+            results[(geometry, batch)] = measure(model, inputs, configs, args.rounds, args.decode_tokens)
+            prompt = inputs["input_ids"].shape[1]
+            print_table(
+                f"{dev}; {args.dtype}; {args.attn}; {geometry} LLM {args.layers}x{args.hidden}; prompt {prompt} tokens; "
+                f"batch {batch}; rounds {args.rounds}",
+                results[(geometry, batch)],
             )
-        )
+        costs[geometry] = probe_costs(model, one, configs[TRIO_KEY], args.rounds)
+        print(f"\n{geometry}: probe and selection at TRIO's first stage (one prompt)\n")
+        print("| piece | seconds | / one layer forward |\n|---|---|---|")
+        for key in ("layer_s", "fast_probe_s", "reference_probe_s", "device_nms_s", "loop_nms_s"):
+            print(
+                f"| {key[:-2]} | {costs[geometry][key]:.4f} | {costs[geometry][key] / costs[geometry]['layer_s']:.2f} |"
+            )
+        del model
+    rows = targets(results, costs, device.type == "cuda")
+    print("\ntargets (issue 16), all from this run:\n")
+    print("| ratio | measured | target | met |\n|---|---|---|---|")
+    for name, value, target, met in rows:
+        print(f"| {name} | {value:.3f} | {target} | {'yes' if met else 'NO'} |")
+    if args.json_out:
+        payload = {
+            "device": dev,
+            "args": vars(args) | {"json_out": str(args.json_out)},
+            "results": {f"{g} batch {b}": r for (g, b), r in results.items()},
+            "probe_costs": costs,
+            "targets": [{"ratio": n, "measured": v, "target": t, "met": m} for n, v, t, m in rows],
+        }
+        args.json_out.write_text(json.dumps(payload, indent=2))
 
 
 if __name__ == "__main__":

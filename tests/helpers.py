@@ -107,3 +107,16 @@ def merge_plain(features, kept):
         sims = [F.cosine_similarity(features[j], features[i], dim=0) for i in kept]
         out[kept[int(torch.stack(sims).argmax())]].append(features[j])
     return torch.stack([torch.stack(out[i]).mean(0) for i in kept])
+
+
+def user_error(capsys, argv: list[str]) -> str:
+    """Run the CLI on ``argv``, which must fail as a user error: exit status 2, one error line on stderr
+    (no traceback) naming the command. Returns that line."""
+    from trio_vlm.cli.main import main
+
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith(f"trio-vlm {argv[0]}: error: "), err
+    assert not any("Traceback" in line for line in err), err
+    return err[0]

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import user_error
 from PIL import Image
 from transformers import LlamaConfig, LlamaForCausalLM, LlavaForConditionalGeneration
 
@@ -78,10 +79,11 @@ def test_parse_int_list() -> None:
         parse_int_list("[3, 2]", "--layer-list", increasing=True)
 
 
-def test_bad_layer_list_fails_before_loading(tmp_path: Path) -> None:
+def test_bad_layer_list_fails_before_loading(tmp_path: Path, capsys) -> None:
     argv = answer_file_argv(tmp_path / "nowhere", tmp_path / "q.jsonl", tmp_path, tmp_path / "a.jsonl")
-    with pytest.raises(ValueError, match="increasing"):
-        main([*argv, "--layer-list", "[3,2]", "--image-token-list", "[32,16]"])
+    assert "increasing" in user_error(
+        capsys, [*argv, "--layer-list", "[3,2]", "--image-token-list", "[32,16]"]
+    )
 
 
 def test_vanilla_excludes_schedules() -> None:
@@ -214,11 +216,13 @@ def test_answer_file_writes_and_resumes(checkpoint, question_set, tmp_path, monk
     assert len(generated) == 4 and len(loads) == 2
 
 
-def test_answer_file_missing_image(checkpoint, question_set, tmp_path) -> None:
+def test_answer_file_missing_image(checkpoint, question_set, tmp_path, capsys) -> None:
     questions, images = question_set
     (images / "b.png").unlink()
-    with pytest.raises(FileNotFoundError, match="b.png"):
-        main(answer_file_argv(checkpoint, questions, images, tmp_path / "a.jsonl", "--method", "vanilla"))
+    line = user_error(
+        capsys, answer_file_argv(checkpoint, questions, images, tmp_path / "a.jsonl", "--method", "vanilla")
+    )
+    assert "image file not found" in line and "b.png" in line
     assert not (tmp_path / "a.jsonl").exists()
 
 

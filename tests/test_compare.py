@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import user_error
 from PIL import Image
 
 from trio_vlm.cli.main import main
@@ -69,16 +70,14 @@ def test_compare_composes_llm_methods_after_an_encoder_method(tmp_path, monkeypa
     assert f"encoder 144->32; {stages}" in rows["visionzip+trio"]
 
 
-def test_compare_rejects_bad_options_before_loading(tmp_path, monkeypatch):
+def test_compare_rejects_bad_options_before_loading(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TRIO_VLM_CACHE", str(tmp_path))
-    with pytest.raises(ValueError, match="unknown method 'nope'"):
-        main(["compare", "--methods", "trio,nope"])
-    with pytest.raises(ValueError, match="--encoder-tokens needs --encoder-method"):
-        main(["compare", "--encoder-tokens", "64"])
-    with pytest.raises(ValueError, match="--budget must be >= 1"):
-        main(["compare", "--budget", "0"])
-    with pytest.raises(ValueError, match="--image is required"):
-        main(["compare", "--model", str(tmp_path)])
+    assert "unknown method 'nope'" in user_error(capsys, ["compare", "--methods", "trio,nope"])
+    assert "--encoder-tokens needs --encoder-method" in user_error(
+        capsys, ["compare", "--encoder-tokens", "64"]
+    )
+    assert "--budget must be >= 1" in user_error(capsys, ["compare", "--budget", "0"])
+    assert "--image is required" in user_error(capsys, ["compare", "--model", str(tmp_path)])
     assert not any(tmp_path.iterdir())  # nothing was built or loaded
 
 

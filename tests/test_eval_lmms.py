@@ -122,6 +122,8 @@ def test_method_options_as_model_args(checkpoint: Path) -> None:
         pretrained=str(checkpoint), method="fastv", layer_list="[2]", image_token_ratio_list="[0.25]"
     )
     assert ratios.method.image_token_ratio_list == (0.25,)
+    quirks = plugin.TrioVLM(pretrained=str(checkpoint), method="trio", budget=64, reference_quirks="true")
+    assert quirks.method.reference_quirks is True and lmm.method.reference_quirks is False
     with pytest.raises(ValueError, match="layer_list must be strictly increasing"):
         plugin.TrioVLM(pretrained=str(checkpoint), layer_list="[3,2]", image_token_list="[8,4]")
     with pytest.raises(ValueError, match="visual_token_num sets the encoder stage, which mode wo_ve"):

@@ -142,32 +142,36 @@ def test_eval_every_family_on_every_benchmark(family, bench, checkpoints, loaded
     assert report["timing"]["avg_visual_tokens_measured"] == pytest.approx(sum(measured) / len(measured))
 
 
-def test_chat_template_wherever_the_checkpoint_has_one(checkpoints, data, tmp_path) -> None:
+def test_chat_template_wherever_the_checkpoint_has_one(checkpoints, loaded, data, tmp_path, capsys) -> None:
     """``--conv-mode chat_template`` on LLaVA-1.5 (a checkpoint with a chat template) formats the prompt with
     it; a LLaVA template on Qwen2.5-VL wraps its image tokens; a checkpoint without a template says so."""
-    common = ["eval", "--bench", "pope", "--data", str(data), "--max-new-tokens", "1", "--method", "vanilla"]
-    llava = checkpoints["llava-1.5"]
-    assert (
-        main(
-            [*common, "--model", str(llava), "--conv-mode", "chat_template", "--output", str(tmp_path / "a")]
+    common = ["eval", "--bench", "pope", "--data", str(data), "--max-new-tokens", "2", "--method", "vanilla"]
+    for family, conv_mode in (("llava-1.5", "chat_template"), ("qwen2.5-vl", "vicuna_v1")):
+        out = tmp_path / family
+        assert (
+            main(
+                [*common, "--model", str(checkpoints[family]), "--conv-mode", conv_mode, "--output", str(out)]
+            )
+            == 0
         )
-        == 0
-    )
-    report = json.loads((tmp_path / "a" / "scores.json").read_text())
-    assert report["run"]["conv_mode"] == "chat_template" and report["counts"]["answered"] == 6
-    qwen = checkpoints["qwen2.5-vl"]
-    assert (
-        main([*common, "--model", str(qwen), "--conv-mode", "vicuna_v1", "--output", str(tmp_path / "b")])
-        == 0
-    )
-    assert json.loads((tmp_path / "b" / "scores.json").read_text())["run"]["conv_mode"] == "vicuna_v1"
+        report = json.loads((out / "scores.json").read_text())
+        assert report["run"]["conv_mode"] == conv_mode and report["counts"]["answered"] == 6
+        first = json.loads((out / "answers.jsonl").read_text().splitlines()[0])
+        question = json.loads((data / "pope" / "llava_pope_test.jsonl").read_text().splitlines()[0])
+        model, processor = loaded[family]
+        image = Image.open(data / "pope" / "val2014" / question["image"]).convert("RGB")
+        if PADS[family]:
+            image = expand_to_square(image, mean_colour(processor))
+        prompt = prompt_for(question["text"], conv_mode, processor)
+        assert ("ASSISTANT:" in prompt) and (("<|vision_start|>" in prompt) == (family == "qwen2.5-vl"))
+        want = generate_answer(model, processor, image, prompt, None, generation_kwargs(2))
+        assert first["text"] == want.text
     from trio_vlm.bundled import save_tiny_checkpoint
 
     plain = save_tiny_checkpoint(tmp_path / "plain")  # no chat template
-    with pytest.raises(ValueError, match="needs a processor that has a chat template"):
-        main(
-            [*common, "--model", str(plain), "--conv-mode", "chat_template", "--output", str(tmp_path / "c")]
-        )
+    argv = [*common, "--model", str(plain), "--conv-mode", "chat_template", "--output", str(tmp_path / "c")]
+    assert main(argv) == 2
+    assert "needs a processor that has a chat template" in capsys.readouterr().err
 
 
 # ---- answer-file with --device-map auto --------------------------------------------------------------------

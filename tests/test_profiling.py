@@ -7,7 +7,7 @@ from helpers import float_causal_mask
 from torch.utils.flop_counter import FlopCounterMode
 
 import trio_vlm
-from trio_vlm.profiling.flops import LMShape, prefill_flops, probe_flops, tokens_per_layer
+from trio_vlm.profiling.flops import LMShape, prefill_flops, probe_flops
 from trio_vlm.profiling.measure import profile_generate
 from trio_vlm.testing.tiny import tiny_inputs
 
@@ -32,9 +32,19 @@ def test_fast_probe_flops_are_a_fraction_of_the_reference_and_positive(tiny):
     assert 0 < fast < ref
 
 
-def test_tokens_per_layer_follow_the_stages():
-    assert tokens_per_layer(100, 60, {0: 30, 3: 10}, 5) == [70, 70, 70, 50, 50]
-    assert tokens_per_layer(100, 60, {}, 2) == [100, 100]
+def test_tokens_per_layer_follow_the_stages(tiny):
+    """The run's measured tokens per layer: the visual tokens at the start, then what each drop left."""
+    x = tiny_inputs(tiny, seed=31)
+    with (
+        torch.no_grad(),
+        trio_vlm.apply(tiny, trio_vlm.TRIO(layer_list=[1, 3], image_token_list=[30, 10])) as run,
+    ):
+        tiny(**x)
+    assert run.tokens_per_layer() == [144, 30, 30, 10, 10, 10]
+    assert run.average_tokens() == (144 + 2 * 30 + 3 * 10) / 6
+    with torch.no_grad(), trio_vlm.apply(tiny, trio_vlm.Vanilla()) as run:
+        tiny(**x)
+    assert run.tokens_per_layer() == [144] * 6 and run.events == []
 
 
 def test_profile_reports_kv_bytes_of_the_cache_and_token_counts(tiny):

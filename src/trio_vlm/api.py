@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,21 +60,35 @@ class PruneRun:
         return sum(per_layer) / len(per_layer)
 
 
+#: Models inside an apply() block, with the method pruning them (one method per model at a time).
+_ACTIVE: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+
+
 @contextmanager
 def apply(model: nn.Module, method: TokenMethod) -> Iterator[PruneRun]:
     """Prune ``model``'s visual tokens with ``method`` for every forward / ``generate`` call in the block.
 
     The model is only hooked, never modified: leaving the block removes every hook and restores it exactly.
+    One method at a time: a nested ``apply`` on the same model is refused (chain an encoder-stage method and
+    LLM stages with :class:`~trio_vlm.methods.compose.Compose` instead). Works under ``torch.no_grad()`` and
+    ``torch.inference_mode()`` alike (TRIO's probe enables autograd for one layer on its own).
     """
     if not isinstance(method, TokenMethod):
         raise TypeError(
             f"method must be a trio_vlm method (e.g. trio_vlm.TRIO(...)), got {type(method).__name__}"
         )
+    if model in _ACTIVE:
+        raise RuntimeError(
+            f"this model is already pruned by {_ACTIVE[model]!r} in an enclosing trio_vlm.apply() block; "
+            "leave that block first (to chain an encoder-stage method with LLM stages use trio_vlm.Compose)"
+        )
     adapter = adapter_for(model)
     session = PruneSession(model, adapter, method)
     run = PruneRun(method=method, num_layers=adapter.num_layers, events=session.events, calls=session.calls)
     session.install()
+    _ACTIVE[model] = method.name
     try:
         yield run
     finally:
         session.remove()
+        _ACTIVE.pop(model, None)

@@ -92,7 +92,9 @@ class Group:
     Spatial metadata filled by the model-family adapter (``None`` where a family has none), one entry per
     token: ``tile`` (LLaVA-NeXT: 0 = base image, 1.. = crops in raster order; Qwen2.5-VL video: frame;
     else 0), ``row``/``col`` (the token's place on its tile's patch grid; for Qwen2.5-VL the merged 2×2
-    grid). ``kind`` is ``"image"`` or ``"video"``.
+    grid), ``patch`` (the token's index on the patch axis of its vision row, for reading the whole rows of
+    :attr:`StageContext.cls_attention_rows` / :attr:`StageContext.projected_rows`). ``kind`` is ``"image"`` or
+    ``"video"``.
     """
 
     sample: int
@@ -104,6 +106,7 @@ class Group:
     row: torch.Tensor | None = None
     col: torch.Tensor | None = None
     kind: str = "image"
+    patch: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -163,6 +166,10 @@ class StageContext:
     every current position to its position in that prompt (-1 for re-padding).
     ``adapter`` is the model-family adapter (:class:`trio_vlm.adapters.base.ModelAdapter`): module access and
     the few recomputed attention rows a method may ask for.
+    At the encoder stage, ``cls_attention_rows`` holds the same vision-side rows *before* they are aligned with
+    the groups (per layer, one row per vision row over its whole patch axis: a LLaVA-NeXT crop tile before
+    unpadding), and ``projected_rows`` the projector's output per vision row over that axis where the adapter
+    captures it (LLaVA-NeXT; ``None`` elsewhere); index both with ``Group.image_row`` and ``Group.patch``.
     """
 
     stage: Stage
@@ -178,6 +185,8 @@ class StageContext:
     previous_kwargs: dict[str, Any] | None = None
     prompt_embeds: torch.Tensor | None = None
     prompt_index: torch.Tensor | None = None
+    cls_attention_rows: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    projected_rows: list[torch.Tensor] | None = None
 
     @property
     def layer_index(self) -> int:

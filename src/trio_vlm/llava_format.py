@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +33,17 @@ class Question:
 
 
 def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, object)`` for every non-blank line; ``ValueError`` names a malformed line."""
-    with open(path, encoding="utf-8") as fh:
-        for number, raw in enumerate(fh, start=1):
+    """``(line number, object)`` for every non-blank line; ``ValueError`` names a malformed or non-UTF-8 line."""
+    check_regular_file(path, "question file")
+    with open(path, "rb") as fh:
+        for number, data in enumerate(fh, start=1):
+            try:
+                raw = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(
+                    f"{path}:{number}: not UTF-8 text (byte 0x{data[exc.start]:02x} at column {exc.start + 1}); "
+                    "save the file as UTF-8"
+                ) from None
             if not raw.strip():
                 continue
             try:
@@ -53,14 +62,51 @@ def require_keys(entry: dict[str, Any], keys: tuple[str, ...], where: str) -> No
         raise ValueError(f"{where}: missing key(s) {', '.join(missing)}")
 
 
+IMAGE_PLACEHOLDER = "<image>"
+
+
+def check_regular_file(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` if it is an existing regular file; ``FileNotFoundError`` / ``ValueError`` say what it is instead."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"{what} {path} is not a regular file")
+    return path
+
+
+def check_question_text(text: str, where: str) -> None:
+    """``ValueError`` for an empty question or one that holds the image placeholder (the prompt adds it)."""
+    if not text.strip():
+        raise ValueError(f"{where}: empty question text")
+    if IMAGE_PLACEHOLDER in text:
+        raise ValueError(
+            f"{where}: the question contains {IMAGE_PLACEHOLDER!r}; remove it — the prompt template puts the "
+            "image placeholder in front of the question"
+        )
+
+
 def read_questions(path: str | os.PathLike[str]) -> list[Question]:
-    """Parse a JSONL question file; ``ValueError`` names the line of a malformed entry."""
-    questions = []
+    """Parse and validate a JSONL question file: every line an object with string ``image`` and non-empty
+    ``text``, no question twice (same id and text), at least one question. ``ValueError`` names the line."""
+    questions: list[Question] = []
+    seen: dict[tuple[str, str], int] = {}
     for number, entry in iter_jsonl(path):
-        require_keys(entry, QUESTION_KEYS, f"{path}:{number}")
+        where = f"{path}:{number}"
+        require_keys(entry, QUESTION_KEYS, where)
         if not isinstance(entry["image"], str) or not isinstance(entry["text"], str):
-            raise ValueError(f"{path}:{number}: 'image' and 'text' must be strings")
-        questions.append(Question(entry["question_id"], entry["image"], entry["text"], number))
+            raise ValueError(f"{where}: 'image' and 'text' must be strings")
+        check_question_text(entry["text"], where)
+        question = Question(entry["question_id"], entry["image"], entry["text"], number)
+        if question.key in seen:
+            raise ValueError(
+                f"{where}: question_id {question.question_id!r} with the same text is already on line "
+                f"{seen[question.key]}; every question must be unique"
+            )
+        seen[question.key] = number
+        questions.append(question)
+    if not questions:
+        raise ValueError(f"{path}: no questions in the file")
     return questions
 
 
@@ -81,6 +127,8 @@ def finished_keys(path: str | os.PathLike[str]) -> set[tuple[str, str]]:
     path = Path(path)
     if not path.exists():
         return set()
+    if not path.is_file():
+        raise ValueError(f"answers file {path} is not a regular file; give a file path")
     data = path.read_bytes()
     keys: set[tuple[str, str]] = set()
     offset, good_end = 0, 0
@@ -104,6 +152,12 @@ def finished_keys(path: str | os.PathLike[str]) -> set[tuple[str, str]]:
                 fh.seek(good_end)
                 fh.write(b"\n")
     return keys
+
+
+def answer_id(*parts: Any) -> str:
+    """A stable answer id: the same question answered by the same run gets the same id (a resumed run writes
+    exactly what an uninterrupted one would)."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, "trio-vlm:" + json.dumps(parts, sort_keys=True, default=str)).hex
 
 
 def append_line(fh: IO[str], record: dict[str, Any]) -> None:

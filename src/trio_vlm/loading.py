@@ -114,6 +114,24 @@ def model_id(model_id_or_path: str | os.PathLike[str]) -> str:
     return Path(os.fspath(model_id_or_path).rstrip("/")).name
 
 
+def image_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot be read as an image (missing, not a file, not an image, corrupt), or ``None``.
+
+    Checks the file's structure (``PIL.Image.verify``) without decoding every pixel, so a whole benchmark's
+    images can be checked before the first answer."""
+    path = Path(path)
+    if not path.exists():
+        return f"image file not found: {path}"
+    if not path.is_file():
+        return f"image path is not a file: {path}"
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return f"cannot read image {path}: {exc}"
+    return None
+
+
 def load_image(path: str | os.PathLike[str]) -> Image.Image:
     """Open ``path`` as an RGB image; ``FileNotFoundError`` / ``ValueError`` name a missing or unreadable file."""
     path = Path(path)

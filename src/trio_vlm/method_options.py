@@ -83,17 +83,30 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip().lower() in ("", "none"))
 
 
+def as_bool(value: Any, option: str) -> bool:
+    """``True``/``False``, also as text (``true``/``1``/``yes``, ``false``/``0``/``no``)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", "", "none"):
+        return False
+    raise ValueError(f"{option} must be true or false, got {value!r}")
+
+
 def method_request_from(
     method: str = "trio",
     budget: Any = None,
     mode: Any = None,
     *,
+    reference_quirks: Any = False,
     flag: Callable[[str], str] = cli_flag,
     **schedule: Any,
 ) -> MethodRequest:
     """The request the options describe: ``method``, ``budget`` (average visual tokens per decoder layer),
-    ``mode`` and the explicit schedule lists of :data:`SCHEDULE_OPTIONS` (text or values). ``ValueError``
-    names a bad option as ``flag(name)`` spells it."""
+    ``mode``, the explicit schedule lists of :data:`SCHEDULE_OPTIONS` (text or values) and TRIO's
+    ``reference_quirks``. ``ValueError`` names a bad option as ``flag(name)`` spells it."""
     unknown = sorted(set(schedule) - set(SCHEDULE_OPTIONS))
     if unknown:
         raise ValueError(f"unknown schedule option(s): {', '.join(flag(u) for u in unknown)}")
@@ -129,6 +142,8 @@ def method_request_from(
             given["image_token_ratio_list"], flag("image_token_ratio_list")
         )
         options["image_token_list"] = []
+    if as_bool(reference_quirks, flag("reference_quirks")):
+        options["reference_quirks"] = True
     budget = None if _missing(budget) else _number(budget, flag("budget"), int)
     if budget is not None and budget < 1:
         raise ValueError(f"{flag('budget')} must be >= 1, got {budget}")

@@ -70,6 +70,11 @@ class ModelAdapter:
         return self.model.lm_head
 
     @property
+    def input_embeddings(self) -> nn.Module:
+        """The language model's input embedding table (``embed_tokens``)."""
+        return self.language_model.get_input_embeddings()
+
+    @property
     def multimodal_projector(self) -> nn.Module | None:
         """The projector from vision features into the LLM's embedding space (LLaVA's ``multi_modal_projector``)."""
         return getattr(self.model.model, "multi_modal_projector", None)
@@ -227,3 +232,8 @@ class ModelAdapter:
     def vision_input_rows(self, hidden_in: torch.Tensor, layer_kwargs: dict[str, Any]) -> list[torch.Tensor]:
         """A vision layer's input split into one (prefix + N, D) row per vision row."""
         return list(hidden_in)
+
+    def projected_rows(self) -> list[torch.Tensor] | None:
+        """The projector's output of the current prefill, one (N, D) row per vision row over its whole patch
+        axis (before any family-specific packing drops patches), or ``None`` where it is not captured."""
+        return None

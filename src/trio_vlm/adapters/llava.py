@@ -52,24 +52,26 @@ class LlavaAdapter(ModelAdapter):
     def tokens_per_image(self) -> int:
         return int(self.model.config.image_seq_length)
 
-    def image_layout(self, visual_mask_row: torch.Tensor) -> list[torch.Tensor]:
-        """One sample's image-token positions split into per-image runs of ``tokens_per_image``."""
-        positions = visual_mask_row.nonzero().flatten()
-        n = self.tokens_per_image
-        if positions.numel() % n:
-            raise ValueError(
-                f"found {positions.numel()} image tokens in a sample, not a multiple of the {n} tokens per image"
-            )
-        return list(positions.split(n))
-
     def visual_layout(
         self, kinds: torch.Tensor, embeds: torch.Tensor, positions: torch.Tensor
     ) -> list[list[VisualItem]]:
-        out, row = [], 0
-        for b in range(kinds.shape[0]):
+        """Every sample's images as runs of ``tokens_per_image`` image tokens, vision rows in prompt order: one
+        ``nonzero`` over the whole batch and one read of the per-sample counts (no per-image host sync)."""
+        n = self.tokens_per_image
+        mask = kinds > 0
+        flat = mask.nonzero()  # (tokens, 2): sample, position — in sample-major order
+        counts = mask.sum(1).tolist()
+        bad = [c for c in counts if c % n]
+        if bad:
+            raise ValueError(
+                f"found {bad[0]} image tokens in a sample, not a multiple of the {n} tokens per image"
+            )
+        out: list[list[VisualItem]] = []
+        row = 0
+        for sample_positions in flat[:, 1].split(counts):
             items = []
-            for pos in self.image_layout(kinds[b] > 0):
-                items.append(square_item(pos, row))
+            for image_positions in sample_positions.split(n):
+                items.append(square_item(image_positions, row))
                 row += 1
             out.append(items)
         return out

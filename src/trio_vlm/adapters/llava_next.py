@@ -60,6 +60,10 @@ class LlavaNextAdapter(LlavaAdapter):
         self._image_sizes = None
         self._projected = []
 
+    def projected_rows(self) -> list[torch.Tensor] | None:
+        """Every tile's projected features (base image and crops, 24×24 on the 7B) before unpadding."""
+        return list(torch.cat(self._projected)) if self._projected else None
+
     def visual_token_counts(self, kinds: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
         """Image tokens per sample without the row newlines (structural, never counted)."""
         newline = self.model.model.image_newline.detach().to(embeds.device, embeds.dtype)
@@ -79,12 +83,30 @@ class LlavaNextAdapter(LlavaAdapter):
             for run in torch.tensor_split(visual, breaks.cpu()) if visual.numel() else []:
                 is_newline = (embeds[b, run] == newline.to(embeds.device, embeds.dtype)).all(-1)
                 for packed in parse_run(run, is_newline, self.tile_side**2):
-                    item, tiles = self._item(packed, embeds[b], image_index, first_row)
+                    row = self._base_row(packed, embeds[b], first_row)
+                    item, tiles = self._item(packed, embeds[b], image_index, row)
                     items.append(item)
                     image_index += 1
-                    first_row += tiles
+                    first_row = max(first_row, row + tiles)
             out.append(items)
         return out
+
+    def _base_row(self, packed: PackedImage, embeds: torch.Tensor, expected: int) -> int:
+        """The projector row (tile) holding this image's base tile: ``expected`` (images in prompt order) unless
+        the captured projections say otherwise — ``generate`` expands a batch for beam search or several
+        returned sequences after encoding each image once, so copies of a prompt share their image's rows."""
+        if not self._projected:
+            return expected
+        projected = torch.cat(self._projected)
+        base = embeds[packed.base]
+        if expected < projected.shape[0] and torch.equal(
+            projected[expected].to(base.device, base.dtype), base
+        ):
+            return expected
+        for row in range(projected.shape[0]):
+            if torch.equal(projected[row].to(base.device, base.dtype), base):
+                return row
+        return expected
 
     def _item(
         self, packed: PackedImage, embeds: torch.Tensor, image: int, first_row: int

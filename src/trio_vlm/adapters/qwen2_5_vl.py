@@ -89,6 +89,28 @@ class Qwen25VLAdapter(ModelAdapter):
                 "Qwen2.5-VL's tower has no [CLS] token and merges 2×2 patches, so it is not supported there"
             )
 
+    def begin_prefill(self, kwargs: dict[str, Any]) -> None:
+        """Refuse a prompt with image/video tokens but no ``mm_token_type_ids`` (and no 3-D positions of its own).
+
+        transformers 5.x builds Qwen2.5-VL's 3-D M-RoPE positions from ``mm_token_type_ids`` (0 text, 1 image,
+        2 video), which its processor returns; without them the model silently numbers image tokens as text
+        (``Qwen2_5_VLModel.compute_3d_position_ids``), and the images' patch grids are lost with them.
+        """
+        if kwargs.get("mm_token_type_ids") is not None:
+            return
+        position_ids = kwargs.get("position_ids")
+        if position_ids is not None and position_ids.dim() == 3 and position_ids.shape[0] == 3:
+            return  # the caller's own 3-D positions
+        input_ids, embeds = kwargs.get("input_ids"), kwargs.get("inputs_embeds")
+        if input_ids is None and embeds is None:
+            return
+        if bool((self.visual_kinds(input_ids, embeds) > 0).any()):
+            raise ValueError(
+                "Qwen2.5-VL input has image/video tokens but no mm_token_type_ids: transformers then gives them "
+                "text positions instead of their 3-D M-RoPE grid. Pass the processor's output unchanged (it "
+                "includes mm_token_type_ids) or add mm_token_type_ids (0 text, 1 image, 2 video tokens)"
+            )
+
     def on_vision_tower(self, args: tuple, kwargs: dict[str, Any]) -> None:
         grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
         if grid is not None:

@@ -6,8 +6,16 @@ import argparse
 import json
 
 from trio_vlm.bundled import bundled_image_path, default_model_dir
-from trio_vlm.cli.options import add_device_arguments, add_method_arguments, describe_method, method_request
-from trio_vlm.generation import generate_answer, generation_kwargs
+from trio_vlm.cli.options import (
+    add_device_arguments,
+    add_generation_arguments,
+    add_method_arguments,
+    check_device,
+    describe_method,
+    generation_options,
+    method_request,
+)
+from trio_vlm.generation import generate_answer
 from trio_vlm.loading import load_image, load_model_and_processor
 from trio_vlm.presets import shape_of
 from trio_vlm.prompts import check_conv_mode, prompt_for, resolve_conv_mode
@@ -24,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--conv-mode", default="auto", help="vicuna_v1, llava_hf, chat_template, or auto (the model family's)"
     )
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    add_generation_arguments(parser, max_new_tokens=32)
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object instead of the text report"
     )
@@ -38,9 +46,9 @@ def run(args: argparse.Namespace) -> int:
     bundled = args.model is None
     if args.image is None and not bundled:
         raise ValueError("--image is required with --model")
-    if args.max_new_tokens < 1:
-        raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    gen_kwargs = generation_options(args)
     check_conv_mode(args.conv_mode)
+    check_device(args.device)
     request = method_request(args)
     image_path = bundled_image_path() if args.image is None else args.image
     image = load_image(image_path)
@@ -52,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     method = request.build(shape)
     conv_mode = resolve_conv_mode(args.conv_mode, shape.family)
     prompt = prompt_for(args.question, conv_mode, processor)
-    answer = generate_answer(model, processor, image, prompt, method, generation_kwargs(args.max_new_tokens))
+    answer = generate_answer(model, processor, image, prompt, method, gen_kwargs)
     if args.json:
         print(
             json.dumps(

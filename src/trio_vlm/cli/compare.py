@@ -8,7 +8,7 @@ from pathlib import Path
 
 from trio_vlm import compare
 from trio_vlm.bundled import bundled_image_path, default_model_dir
-from trio_vlm.cli.options import add_device_arguments
+from trio_vlm.cli.options import add_device_arguments, check_device
 from trio_vlm.generation import generate, generation_kwargs, prepare_inputs
 from trio_vlm.loading import load_image, load_model_and_processor
 from trio_vlm.methods.registry import method_class
@@ -58,6 +58,7 @@ def _check_args(args: argparse.Namespace) -> list[str]:
     if args.image is None and args.model is not None:
         raise ValueError("--image is required with --model")
     check_conv_mode(args.conv_mode)
+    check_device(args.device)
     return names
 
 

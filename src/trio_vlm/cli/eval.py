@@ -9,6 +9,7 @@ from trio_vlm.cli.options import (
     add_device_arguments,
     add_method_arguments,
     add_pad_arguments,
+    check_device,
     method_request,
 )
 from trio_vlm.eval.benches import BENCHMARKS, LoadOptions
@@ -60,6 +61,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
     """Validate the options and build the run configuration."""
     request = method_request(args)
+    check_device(args.device)
+    if args.temperature < 0:
+        raise ValueError(f"--temperature must be >= 0 (0 means greedy decoding), got {args.temperature}")
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     output = args.output

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import torch
+
+from trio_vlm.generation import generation_kwargs
 from trio_vlm.method_options import SCHEDULE_OPTIONS, method_request_from
 from trio_vlm.methods.base import MODES
 from trio_vlm.methods.registry import available_methods
@@ -35,13 +38,21 @@ def add_method_arguments(parser: argparse.ArgumentParser, default: str = "trio")
         "--image-token-ratio-list",
         help="JSON list: fraction of the tokens each LLM drop keeps, e.g. '[0.333]' (instead of --image-token-list)",
     )
+    group.add_argument(
+        "--reference-quirks",
+        action="store_true",
+        help="TRIO: reproduce the authors' published Qwen2.5-VL / LLaVA-NeXT code where it departs from the "
+        "paper (docs/families.md); default: the paper's algorithm",
+    )
 
 
 def method_request(args: argparse.Namespace) -> MethodRequest:
     """The :class:`~trio_vlm.methods.request.MethodRequest` the options describe (``ValueError`` naming a bad
     option)."""
     schedule = {name: getattr(args, name) for name in SCHEDULE_OPTIONS}
-    return method_request_from(args.method, args.budget, args.mode, **schedule)
+    return method_request_from(
+        args.method, args.budget, args.mode, reference_quirks=args.reference_quirks, **schedule
+    )
 
 
 def add_pad_arguments(parser: Any) -> None:
@@ -76,8 +87,10 @@ def describe_method(method: Any, shape: Any) -> str:
         "visual_token_num",
         "image_token_ratio",
         "image_token_ratio_list",
+        "reference_quirks",
     )
-    lists = ", ".join(f"{k}={summary[k]}" for k in keys if summary.get(k) not in (None, [], ()))
+    shown = {k: summary.get(k) for k in keys}
+    lists = ", ".join(f"{k}={v}" for k, v in shown.items() if v not in (None, [], ()) and v is not False)
     average = method.average_tokens(shape.num_layers, shape.visual)
     if shape.variable:  # tokens per image vary: the share of an image's tokens, which the schedule fixes
         share = 100 * average / shape.visual
@@ -85,3 +98,44 @@ def describe_method(method: Any, shape: Any) -> str:
             f"{summary['method']}({lists}) — {share:.1f}% of each image's visual tokens per layer on average"
         )
     return f"{summary['method']}({lists}) — {average:.1f} visual tokens per layer on average"
+
+
+def add_generation_arguments(parser: Any, max_new_tokens: int) -> None:
+    """``--temperature`` (0: greedy), ``--top-p``, ``--num-beams``, ``--max-new-tokens`` (LLaVA's names too)."""
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 means greedy decoding")
+    parser.add_argument(
+        "--top-p", "--top_p", dest="top_p", type=float, help="nucleus sampling (with --temperature)"
+    )
+    parser.add_argument(
+        "--num-beams", "--num_beams", dest="num_beams", type=int, default=1, help="beam search"
+    )
+    parser.add_argument(
+        "--max-new-tokens", "--max_new_tokens", dest="max_new_tokens", type=int, default=max_new_tokens
+    )
+
+
+def generation_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``generate`` options of :func:`add_generation_arguments`, checked (``ValueError`` names the bad one)."""
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.temperature < 0:
+        raise ValueError(f"--temperature must be >= 0 (0 means greedy decoding), got {args.temperature}")
+    if args.num_beams < 1:
+        raise ValueError(f"--num-beams must be >= 1, got {args.num_beams}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise ValueError(f"--top-p must lie in (0, 1], got {args.top_p}")
+    return generation_kwargs(args.max_new_tokens, args.temperature, args.top_p, args.num_beams)
+
+
+def check_device(device: str) -> None:
+    """``ValueError`` for a device string torch does not know, or a CUDA device on a machine without CUDA."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"--device {device!r} is not a device torch knows ({exc}); use cpu or cuda"
+        ) from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")

@@ -9,7 +9,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from trio_vlm.bundled import bundled_image_path, default_model_dir
-from trio_vlm.cli.options import add_device_arguments, add_method_arguments, describe_method, method_request
+from trio_vlm.cli.options import (
+    add_device_arguments,
+    add_method_arguments,
+    check_device,
+    describe_method,
+    method_request,
+)
 from trio_vlm.generation import prepare_inputs
 from trio_vlm.llava_format import read_questions
 from trio_vlm.loading import load_image, load_model_and_processor
@@ -72,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     """Profile vanilla and the method on every input, interleaved, then print the paper-format table."""
     request = method_request(args)
     check_conv_mode(args.conv_mode)
+    check_device(args.device)
     items = _items(args)
     bundled = args.model is None
     model_dir = str(default_model_dir()) if bundled else args.model

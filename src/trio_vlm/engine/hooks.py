@@ -22,7 +22,7 @@ from torch import nn
 
 from trio_vlm.contract import PruneEvent, Selection, Stage, StageContext
 from trio_vlm.engine.decode import StageRecord, decode_layer_kwargs
-from trio_vlm.engine.layout import SampleMeta, align_rows
+from trio_vlm.engine.layout import SampleMeta, align_rows, share_expanded_rows, vision_row_count
 from trio_vlm.engine.masks import layer_attention_mask
 from trio_vlm.engine.sequence import SequenceState, last_valid_index, rebuild, start_state, to_device
 from trio_vlm.engine.stages import check_selection, stage_event, stage_groups, stage_surgery
@@ -62,6 +62,7 @@ class _Call:
     in_prefill: bool = False
     step_attention_mask: torch.Tensor | None = None
     step_position_ids: torch.Tensor | None = None
+    causal: bool = True  # False once an LLM stage ran for a method whose later prefill layers lose causality
 
     @property
     def index(self) -> int:
@@ -86,6 +87,7 @@ class PruneSession:
         self.position_mode = method.position_convention() or adapter.default_position_mode
         if self.position_mode not in ("compact", "original"):
             raise ValueError(f"unknown position convention {self.position_mode!r}")
+        self._causal_after_drop = bool(method.causal_after_drop(adapter.family))
         self.events: list[PruneEvent] = []
         self.calls: list[CallRecord] = []
         self._handles: list[Any] = []
@@ -123,7 +125,8 @@ class PruneSession:
     def install(self) -> None:
         mm = self.adapter.multimodal_model
         self._handles.append(mm.register_forward_pre_hook(self._mm_pre, with_kwargs=True))
-        self._handles.append(mm.register_forward_hook(self._mm_post, with_kwargs=True))
+        # always_call: a forward that raises still ends its prefill (nothing captured leaks into the next call)
+        self._handles.append(mm.register_forward_hook(self._mm_post, with_kwargs=True, always_call=True))
         lm = self.adapter.language_model
         self._handles.append(lm.register_forward_pre_hook(self._lm_pre, with_kwargs=True))
         self._handles.append(lm.register_forward_hook(self._lm_post, with_kwargs=True))
@@ -164,16 +167,21 @@ class PruneSession:
         self._t0 = self._vision_t0 if self._vision_t0 is not None else time.perf_counter()
 
     def _mm_post(self, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> None:
+        self._pending_cls = {}
+        self._pending_inputs = {}
+        self._vision_t0 = None
         call = self._call
         if call is None or not call.in_prefill:
             return
         call.in_prefill = False
+        if output is None:  # the forward raised: this prefill never happened
+            self._call = None
+            self.calls.pop()
+            self.adapter.end_prefill()
+            return
         _sync(call.kinds.device)
         call.record.prefill_seconds = time.perf_counter() - self._t0
         call.prompt_embeds = None
-        self._pending_cls = {}
-        self._pending_inputs = {}
-        self._vision_t0 = None
         self.adapter.end_prefill()
 
     def _vision_start(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
@@ -242,6 +250,9 @@ class PruneSession:
         padding = torch.ones(bsz, seq, dtype=torch.bool, device=device) if mask2d is None else mask2d.bool()
         position_ids = self.adapter.canonical_positions(position_ids, bsz, seq, 0, device)
         layout = self.adapter.visual_layout(kinds, embeds, position_ids) if self._stages else [[]] * bsz
+        captured = [len(rows) for rows in (*call.cls_rows.values(), *call.vision_inputs.values()) if rows]
+        if captured and vision_row_count(layout) != captured[0]:
+            layout = share_expanded_rows(layout, kinds, captured[0])
         call.state, call.meta = start_state(layout, padding, position_ids)
         call.prefill_len = seq
         call.prompt_embeds = embeds
@@ -266,9 +277,11 @@ class PruneSession:
 
         return hook
 
-    def _state_kwargs(self, state: SequenceState, hidden: torch.Tensor) -> dict[str, Any]:
+    def _state_kwargs(
+        self, state: SequenceState, hidden: torch.Tensor, causal: bool = True
+    ) -> dict[str, Any]:
         mask = layer_attention_mask(
-            state.padding, state.length, self.adapter.attn_implementation, hidden.dtype
+            state.padding, state.length, self.adapter.attn_implementation, hidden.dtype, causal
         )
         return {
             "attention_mask": mask,
@@ -277,10 +290,10 @@ class PruneSession:
         }
 
     def _prefill_layer(self, call: _Call, index: int, hidden: torch.Tensor, kwargs: dict[str, Any]):
-        changed = bool(call.stages)
+        changed = bool(call.stages) or not call.causal
         if changed:
             if "prefill" not in call.kwargs_cache:
-                call.kwargs_cache["prefill"] = self._state_kwargs(call.state, hidden)
+                call.kwargs_cache["prefill"] = self._state_kwargs(call.state, hidden, call.causal)
             kwargs = {**kwargs, **call.kwargs_cache["prefill"]}
         if index in self._stages:
             # On a model split over devices, prune where the layer that sees the result lives.
@@ -291,10 +304,11 @@ class PruneSession:
                 call.kwargs_cache.pop("prefill", None)
                 if call.previous is not None:
                     call.previous = to_device(call.previous, device)
+            causal = call.causal
             new_hidden = self._run_stage(call, self._stages[index], hidden, kwargs)
-            if new_hidden is not None:
-                hidden = new_hidden
-                call.kwargs_cache["prefill"] = self._state_kwargs(call.state, hidden)
+            if new_hidden is not None or call.causal != causal:
+                hidden = new_hidden if new_hidden is not None else hidden
+                call.kwargs_cache["prefill"] = self._state_kwargs(call.state, hidden, call.causal)
                 kwargs = {**kwargs, **call.kwargs_cache["prefill"]}
                 changed = True
         if index + 1 in self._stages:
@@ -341,6 +355,8 @@ class PruneSession:
             if not stage.is_encoder:
                 pieces = []
             previous = call.previous if stage.layer_index > 0 else None
+            if not call.causal:  # the stage itself (a probe) sees the causal mask, whatever the layers get
+                kwargs = {**kwargs, **self._state_kwargs(state, hidden)}
             ctx = StageContext(
                 stage=stage,
                 hidden=hidden,
@@ -359,13 +375,18 @@ class PruneSession:
                 previous_kwargs=previous[1] if previous else None,
                 prompt_embeds=call.prompt_embeds,
                 prompt_index=state.prompt_index,
+                cls_attention_rows=call.cls_rows if stage.is_encoder else {},
+                projected_rows=self.adapter.projected_rows() if stage.is_encoder else None,
             )
             self._in_stage = True
             try:
                 selection = self.method.select(ctx)
             finally:
                 self._in_stage = False
-            check_selection(selection, to_prune, hidden.shape[-1])
+            images = [int(state.image[g.sample, g.seq_index[0]]) for g in to_prune] if split else None
+            check_selection(selection, to_prune, hidden.shape[-1], images)
+        if not stage.is_encoder and not self._causal_after_drop:
+            call.causal = False
         created: list[torch.Tensor] = []
         surgery = None
         if to_prune:

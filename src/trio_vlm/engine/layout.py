@@ -3,6 +3,7 @@ vision-side rows aligned with groups, and budgets split over tiles."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -98,3 +99,44 @@ def split_keep(keep: int, sizes: list[int]) -> list[int]:
         i = max((j for j in range(len(sizes)) if quotas[j] > 1), key=lambda j: (quotas[j] - exact[j], j))
         quotas[i] -= 1
     return quotas
+
+
+def vision_row_count(layout: list[list[VisualItem]]) -> int:
+    """Distinct vision rows the layout's items come from."""
+    rows = {int(r) for items in layout for item in items for r in torch.unique(item.vision_row).tolist()}
+    return len(rows)
+
+
+def share_expanded_rows(
+    layout: list[list[VisualItem]], kinds: torch.Tensor, captured: int
+) -> list[list[VisualItem]]:
+    """The layout of a batch that ``generate`` expanded (beam search, ``num_return_sequences``: every prompt
+    repeated ``e`` times in a row) while the vision tower ran once per original image: each copy's tokens
+    point at the vision rows of its prompt's first copy, renumbered as the tower saw them (``captured``
+    rows). ``ValueError`` when no expansion explains the rows."""
+    batch = kinds.shape[0]
+    for e in range(2, batch + 1):
+        if batch % e:
+            continue
+        leaders = list(range(0, batch, e))
+        if not all(torch.equal(kinds[s], kinds[s - s % e]) for s in range(batch)):
+            continue
+        rows = sorted(
+            {int(r) for b in leaders for item in layout[b] for r in torch.unique(item.vision_row).tolist()}
+        )
+        if len(rows) != captured:
+            continue
+        lut = torch.full((rows[-1] + 1,), -1, dtype=torch.long)
+        lut[torch.tensor(rows)] = torch.arange(len(rows))
+        renumbered = {
+            b: [
+                dataclasses.replace(item, vision_row=lut.to(item.vision_row.device)[item.vision_row])
+                for item in layout[b]
+            ]
+            for b in leaders
+        }
+        return [renumbered[s - s % e] for s in range(batch)]
+    raise ValueError(
+        f"the prompt's images use {vision_row_count(layout)} vision rows but the vision tower encoded {captured}: "
+        "the batch does not match the images it was given"
+    )

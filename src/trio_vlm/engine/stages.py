@@ -56,6 +56,7 @@ def stage_groups(
                     row=meta.take("row", o),
                     col=meta.take("col", o),
                     kind=meta.kinds[m],
+                    patch=meta.take("patch", o),
                 )
                 if rows is not None and bool((rows == image_row).all()):
                     pieces.append((image_row, meta.take("patch", o)))
@@ -63,8 +64,13 @@ def stage_groups(
     return to_prune, whole, pieces
 
 
-def check_selection(selection: Selection, groups: list[Group], dim: int) -> None:
-    """``RuntimeError`` naming what is wrong with a method's answer for ``groups``."""
+def check_selection(
+    selection: Selection, groups: list[Group], dim: int, images: list[int] | None = None
+) -> None:
+    """``RuntimeError`` naming what is wrong with a method's answer for ``groups``.
+
+    ``images`` (optional) names each group's image within its sample: a group may then keep nothing as long
+    as another group of the same image keeps something (a LLaVA-NeXT crop tile emptied at the encoder stage)."""
     n = len(groups)
     if len(selection.kept) != n or len(selection.scores) != n:
         raise RuntimeError(f"method returned {len(selection.kept)} selections for {n} images")
@@ -72,10 +78,14 @@ def check_selection(selection: Selection, groups: list[Group], dim: int) -> None
         value = getattr(selection, name)
         if value is not None and len(value) != n:
             raise RuntimeError(f"method returned {len(value)} {name} entries for {n} images")
+    keys = [(g.sample, i if images is None else images[i]) for i, g in enumerate(groups)]
+    kept_per_image: dict[tuple[int, int], int] = {}
+    for key, kept in zip(keys, selection.kept):
+        kept_per_image[key] = kept_per_image.get(key, 0) + int(kept.numel())
+    if any(count == 0 for count in kept_per_image.values()):
+        raise RuntimeError("method kept no token of an image")
     for i, (g, kept) in enumerate(zip(groups, selection.kept)):
-        if kept.numel() == 0:
-            raise RuntimeError("method kept no token of an image")
-        if int(kept.min()) < 0 or int(kept.max()) >= g.size:
+        if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= g.size):
             raise RuntimeError(f"method selected an index outside 0..{g.size - 1}")
         if kept.numel() > 1 and not bool((kept[1:] > kept[:-1]).all()):
             raise RuntimeError("method must return strictly ascending, unique indices")
@@ -93,6 +103,8 @@ def check_selection(selection: Selection, groups: list[Group], dim: int) -> None
             rows = getattr(selection, name)[i] if getattr(selection, name) is not None else None
             if rows is not None and (rows.dim() != 2 or rows.shape[1] != dim):
                 raise RuntimeError(f"{name} rows must be (n, {dim}), got {tuple(rows.shape)}")
+            if rows is not None and rows.shape[0] and kept.numel() == 0:
+                raise RuntimeError(f"{name} rows need a kept token of their group to sit next to")
 
 
 def _entry(value: list | None, i: int):

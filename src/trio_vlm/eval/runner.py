@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from trio_vlm.eval.reading.items import EvalItem
 from trio_vlm.eval.reading.paths import resolve_files
 from trio_vlm.eval.reporting.report import build_report, write_report
 from trio_vlm.eval.sharding import (
+    MERGED,
     answer_files,
     collected_records,
     merge,
@@ -30,6 +32,7 @@ from trio_vlm.eval.sharding import (
 from trio_vlm.generation import generation_kwargs
 from trio_vlm.llava_format import append_line, finished_keys
 from trio_vlm.loading import load_model_and_processor, model_id, model_shape
+from trio_vlm.locks import exclusive
 from trio_vlm.methods.request import MethodRequest
 from trio_vlm.presets import ModelShape
 from trio_vlm.prompts import check_conv_mode, resolve_conv_mode
@@ -82,17 +85,20 @@ def _device(config: EvalConfig, world: int) -> str:
     return config.device
 
 
-def _check_images(items: list[EvalItem], skip: bool) -> list[tuple[EvalItem, str]]:
-    """Image problems of ``items``: an error naming the first (and the count) unless ``skip``."""
-    problems = [(item, why) for item in items if (why := item.image_problem()) is not None]
+def check_images(items: list[EvalItem], skip: bool) -> dict[tuple[str, str], str]:
+    """Every image problem of ``items`` (missing, unreadable, corrupt) by question key, found before any answer
+    is generated: an error naming the first (and the count) unless ``skip``."""
+    problems = {item.key: why for item in items if (why := item.image_problem()) is not None}
     if problems and not skip:
-        item, why = problems[0]
-        raise FileNotFoundError(
-            f"{why} ({item.source}); {len(problems)} question(s) affected in all. Fix the data, or pass "
-            "--skip-missing-images to skip them (they are counted in the scores)"
+        item = next(i for i in items if i.key in problems)
+        error = FileNotFoundError if "not found" in problems[item.key] else ValueError
+        raise error(
+            f"{problems[item.key]} ({item.source}); {len(problems)} question(s) affected in all. Fix the data, "
+            "or pass --skip-missing-images to skip them (they are counted in the scores)"
         )
-    for item, why in problems:
-        logger.warning("skipping question %s: %s (%s)", item.question_id, why, item.source)
+    for item in items:
+        if item.key in problems:
+            logger.warning("skipping question %s: %s (%s)", item.question_id, problems[item.key], item.source)
     return problems
 
 
@@ -133,14 +139,30 @@ def run_signature(config: EvalConfig, model_path: str, shape: ModelShape) -> tup
     return run, method
 
 
-def answer_shard(config: EvalConfig, todo_all: list[EvalItem], world: int, rank: int) -> int:
-    """Answer this rank's share of ``todo_all`` not yet in any answer file; returns how many were added."""
+def answer_shard(
+    config: EvalConfig, todo_all: list[EvalItem], world: int, rank: int, problems: dict[tuple[str, str], str]
+) -> int:
+    """Answer this rank's share of ``todo_all`` not yet in any answer file (skipping ``problems``, unreadable
+    images); returns how many were added. One writer per rank file (:func:`trio_vlm.locks.exclusive`)."""
     out = config.output
     mine = shard(todo_all, world, rank)
     own_file = rank_answers(out, world, rank)
+    with exclusive(own_file):
+        return _answer(config, mine, own_file, world, rank, problems)
+
+
+def _answer(
+    config: EvalConfig,
+    mine: list[EvalItem],
+    own_file: Path,
+    world: int,
+    rank: int,
+    problems: dict[tuple[str, str], str],
+) -> int:
+    """The answering loop of :func:`answer_shard` (under the rank file's lock)."""
+    out = config.output
     done = finished_keys(own_file) | set(collected_records(out))
-    bad = {item.key for item, _ in _check_images(todo_all, config.skip_missing_images)}
-    todo = [item for item in mine if item.key not in done and item.key not in bad]
+    todo = [item for item in mine if item.key not in done and item.key not in problems]
     logger.info("rank %d/%d: %d questions, %d to answer", rank, world, len(mine), len(todo))
     path = _model_path(config)
     shape = model_shape(path)
@@ -188,29 +210,31 @@ def run_eval(config: EvalConfig) -> dict[str, Any] | None:
     )
     items = bench.load(files, config.load)
     todo_all = items[: config.limit] if config.limit is not None else items
+    problems = (
+        {} if config.score_only or config.answers_file else check_images(todo_all, config.skip_missing_images)
+    )
     config.output.mkdir(parents=True, exist_ok=True)
 
-    if config.answers_file is not None:
-        records = index_answers(read_answers(config.answers_file, tolerate_partial_tail=False))
-        source = config.answers_file
-    else:
-        if not config.score_only:
-            answer_shard(config, todo_all, world, rank)
-        if rank != 0:
-            return None
-        expected = [] if config.score_only else _expected(todo_all)
-        records = wait_until_complete(config.output, expected, config.merge_timeout, config.poll_seconds)
-        source = merge(config.output, records, [item.key for item in items])
-    answers_by_key = {item.key: record for item, record in match_answers(items, records, source)}
-    score = bench.score(items, answers_by_key, files, config.output)
-    report = build_report(bench, files, items, todo_all, answers_by_key, score, source)
-    write_report(config.output, report)
+    if config.answers_file is None and not config.score_only:
+        answer_shard(config, todo_all, world, rank, problems)
+    if rank != 0:
+        return None
+    with exclusive(config.output / MERGED) if world > 1 or config.score_only else nullcontext():
+        if config.answers_file is not None:
+            records = index_answers(read_answers(config.answers_file, tolerate_partial_tail=False))
+            source = config.answers_file
+        else:
+            # rank 0 waits for every question to do whose image is readable (the others are skipped)
+            expected = (
+                [] if config.score_only else [item.key for item in todo_all if item.key not in problems]
+            )
+            records = wait_until_complete(config.output, expected, config.merge_timeout, config.poll_seconds)
+            source = merge(config.output, records, [item.key for item in items])
+        answers_by_key = {item.key: record for item, record in match_answers(items, records, source)}
+        score = bench.score(items, answers_by_key, files, config.output)
+        report = build_report(bench, files, items, todo_all, answers_by_key, score, source, problems)
+        write_report(config.output, report)
     return report
-
-
-def _expected(todo_all: list[EvalItem]) -> list[tuple[str, str]]:
-    """Keys rank 0 waits for: every question to do whose image is readable (others are skipped)."""
-    return [item.key for item in todo_all if item.image_problem() is None]
 
 
 __all__ = ["EvalConfig", "answer_files", "run_eval"]

@@ -4,7 +4,8 @@ Installed with ``pip install 'trio-vlm[lmms]'``; lmms-eval (0.7) finds the model
 ``lmms_eval.models`` entry point, which returns :func:`manifests`: ``trio_vlm`` takes any supported checkpoint
 (the family is read from its config), ``trio_llava``, ``trio_llava_next`` and ``trio_qwen2_5_vl`` take only
 their family's. Model args are the CLI's method options (``method``, ``budget``, ``mode``, ``layer_list``,
-``image_token_list``, ``visual_token_num``, ``image_token_ratio``, ``image_token_ratio_list``), ``conv_mode``,
+``image_token_list``, ``visual_token_num``, ``image_token_ratio``, ``image_token_ratio_list``,
+``reference_quirks``), ``conv_mode``,
 ``pad_square``, ``device``, ``dtype``, ``device_map``, ``max_new_tokens`` and lmms-eval's ``batch_size``.
 
 Several processes (``accelerate launch`` / ``torchrun``): lmms-eval splits the documents by rank; each process
@@ -34,7 +35,7 @@ from trio_vlm.eval.reading.images import prepare_image, resolve_pad_square, squa
 from trio_vlm.eval.sharding import world_from_env
 from trio_vlm.generation import generate_answers, generation_kwargs
 from trio_vlm.loading import load_model_and_processor, model_shape
-from trio_vlm.method_options import SCHEDULE_OPTIONS, method_request_from
+from trio_vlm.method_options import SCHEDULE_OPTIONS, as_bool, method_request_from
 from trio_vlm.prompts import check_conv_mode, prompt_for, resolve_conv_mode
 
 logger = logging.getLogger(__name__)
@@ -112,16 +113,12 @@ def check_install(**kwargs: Any) -> None:
 
 def _as_bool_or_auto(value: Any, name: str) -> bool | None:
     """``True``/``False`` (also as text), or ``None`` for ``auto``."""
-    if value is None or isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no"):
-        return False
-    if text == "auto":
+    if value is None or str(value).strip().lower() == "auto":
         return None
-    raise ValueError(f"{name} must be true, false or auto, got {value!r}")
+    try:
+        return as_bool(value, name)
+    except ValueError:
+        raise ValueError(f"{name} must be true, false or auto, got {value!r}") from None
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -175,6 +172,7 @@ class TrioVLM(_Base):
         visual_token_num: Any = None,
         image_token_ratio: Any = None,
         image_token_ratio_list: Any = None,
+        reference_quirks: bool | str = False,
         device: str | None = None,
         dtype: str = "auto",
         device_map: str | None = None,
@@ -195,7 +193,9 @@ class TrioVLM(_Base):
                 (layer_list, image_token_list, visual_token_num, image_token_ratio, image_token_ratio_list),
             )
         )
-        self.request = method_request_from(str(method), budget, mode, flag=str, **schedule)
+        self.request = method_request_from(
+            str(method), budget, mode, reference_quirks=reference_quirks, flag=str, **schedule
+        )
         self.batch_size = _positive_int(batch_size, "batch_size")
         self.max_new_tokens = _positive_int(max_new_tokens, "max_new_tokens")
         check_conv_mode(str(conv_mode))

@@ -208,6 +208,13 @@ class TokenMethod:
         stage reads (e.g. to recompute keys); index ``-1`` gives the output of layer ``-2``."""
         return ()
 
+    def causal_after_drop(self, family: str) -> bool:
+        """Whether the prefill layers after an LLM stage attend causally on model ``family`` (every model's own
+        rule, the default). ``False`` reproduces code that loses the causal mask there: those layers then see
+        every real token of the pruned prompt (sdpa and eager attention; FlashAttention stays causal). The
+        stage itself still gets the causal mask in :attr:`StageContext.layer_kwargs`."""
+        return True
+
     def select(self, ctx: StageContext) -> Selection:
         raise NotImplementedError(f"{type(self).__name__} does not implement select()")
 

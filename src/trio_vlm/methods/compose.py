@@ -83,5 +83,8 @@ class Compose(TokenMethod):
     def vision_layer_inputs(self) -> tuple[int, ...]:
         return self.encoder.vision_layer_inputs()
 
+    def causal_after_drop(self, family: str) -> bool:
+        return self.llm.causal_after_drop(family)
+
     def select(self, ctx: StageContext) -> Selection:
         return (self.encoder if ctx.stage.is_encoder else self.llm).select(ctx)

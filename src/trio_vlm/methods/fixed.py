@@ -42,16 +42,17 @@ class Vanilla(TokenMethod):
 
 @dataclass(frozen=True, kw_only=True)
 class FixedSelection(TokenMethod):
-    """Keep given original visual-token indices at each stage, at zero selection cost.
+    """Keep given original visual-token indices at each stage, at zero selection cost (the *oracle*).
 
-    ``kept[s]`` lists, for stage ``s`` (encoder stage first if any, then ``layer_list`` order), the original
-    indices of one image's tokens to keep. Used as the *oracle* in efficiency benchmarks (the same per-layer
-    token counts as a real method, without its scoring) and in tests.
+    ``kept[s]`` lists, for stage ``s`` (the encoder stage first when ``encoder``, then ``layer_list`` order), the
+    original indices of one image's tokens to keep; every image keeps those of its tokens that are listed (so a
+    tile, or a stage that kept fewer than its schedule's count, is reproduced exactly). Used in efficiency
+    benchmarks (the same per-layer tokens as a real method, without its scoring) and in tests.
     """
 
     layer_list: tuple[int, ...] = ()
     kept: tuple[tuple[int, ...], ...] = ()
-    visual_token_num: int | None = None
+    encoder: bool = False
     position_mode: str | None = None
 
     name: ClassVar[str] = "fixed"
@@ -59,34 +60,30 @@ class FixedSelection(TokenMethod):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kept", tuple(tuple(int(i) for i in k) for k in self.kept))
-        counts = [len(k) for k in self.kept]
-        stages = len(tuple(self.layer_list)) + (self.visual_token_num is not None)
-        if len(counts) != stages:
-            raise ValueError(f"FixedSelection needs one kept list per stage ({stages}), got {len(counts)}")
-        if self.visual_token_num is not None and counts[0] != self.visual_token_num:
-            raise ValueError("the encoder stage's kept list must have visual_token_num entries")
+        stages = len(tuple(self.layer_list)) + int(self.encoder)
+        if len(self.kept) != stages:
+            raise ValueError(f"FixedSelection needs one kept list per stage ({stages}), got {len(self.kept)}")
+        if any(not k for k in self.kept):
+            raise ValueError("FixedSelection: every stage must keep at least one token")
         super().__post_init__()
+
+    @property
+    def visual_token_num(self) -> int | None:
+        """The encoder stage's count, read off ``kept``."""
+        return len(self.kept[0]) if self.encoder else None
 
     @property
     def image_token_list(self) -> tuple[int, ...]:
         """The LLM stages' counts, read off ``kept``."""
-        counts = [len(k) for k in self.kept]
-        return tuple(counts[1:] if self.visual_token_num is not None else counts)
+        counts = [len(k) for k in self.kept[int(self.encoder) :]]
+        return tuple(min(c, min(counts[: i + 1])) for i, c in enumerate(counts))
 
     def select(self, ctx: StageContext) -> Selection:
-        stage_no = 0 if ctx.stage.is_encoder else ctx.stage.llm_index
-        if self.visual_token_num is not None and not ctx.stage.is_encoder:
-            stage_no += 1
+        stage_no = 0 if ctx.stage.is_encoder else ctx.stage.llm_index + int(self.encoder)
         want = torch.tensor(self.kept[stage_no], dtype=torch.long)
-        kept = []
-        for g in ctx.groups:
-            local = torch.isin(g.original, want.to(g.original.device)).nonzero().flatten()
-            if local.numel() != g.keep:
-                raise ValueError(
-                    f"FixedSelection {ctx.stage}: {local.numel()} of the listed indices are still present, "
-                    f"expected {g.keep}"
-                )
-            kept.append(local)
+        kept = [torch.isin(g.original, want.to(g.original.device)).nonzero().flatten() for g in ctx.groups]
+        if any(k.numel() == 0 for k in kept):
+            raise ValueError(f"FixedSelection {ctx.stage}: none of an image's listed tokens is still present")
         return Selection(
             kept=kept, scores=[torch.zeros(g.size, device=g.original.device) for g in ctx.groups]
         )

@@ -9,10 +9,14 @@ this is the same loss).
 
 from __future__ import annotations
 
+import functools
+import logging
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
 
 
 def loss_positions(
@@ -58,16 +62,23 @@ def reference_saliency(
     last_valid: torch.Tensor,
     k_positions: int = 4,
     include_last: bool = False,
+    head: torch.nn.Module | None = None,
 ) -> torch.Tensor:
-    """(B, S) saliency the reference way: full next layer, final norm and LM head over every position."""
-    pos, weights = loss_positions(last_valid, k_positions, include_last)
+    """(B, S) saliency the reference way: full next layer, final norm and LM head over every position.
+
+    ``head``: the output head's module (its ``weight``, and ``bias`` if any); ``None``: the model's LM head."""
     with torch.inference_mode(False), torch.enable_grad():
+        # tensors made under an outer inference_mode cannot take part in autograd: clone them out of it
+        pos, weights = loss_positions(last_valid.clone(), k_positions, include_last)
         kwargs = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in layer_kwargs.items()}
         if isinstance(kwargs.get("position_embeddings"), tuple):
             kwargs["position_embeddings"] = tuple(t.clone() for t in kwargs["position_embeddings"])
         h = _probe_input(hidden)
         out = adapter.run_layer(layer_index, h, kwargs)
-        logits = adapter.logits(out)  # (B, S, V): what the fast probe avoids
+        if head is None:
+            logits = adapter.logits(out)  # (B, S, V): what the fast probe avoids
+        else:
+            logits = F.linear(adapter.final_norm(out), head.weight, getattr(head, "bias", None))
         picked = logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1]))
         loss = _pseudo_label_loss(picked, weights)
         return _grad_norm(loss, h, _default_scale(hidden.dtype))
@@ -114,6 +125,54 @@ def _head_chunk(device: torch.device, vocab: int) -> int:
     return 1024 if device.type == "cpu" else vocab
 
 
+def _fast_probe(
+    adapter: Any,
+    layer_index: int,
+    head: torch.nn.Module,
+    k_positions: int,
+    include_last: bool,
+    scale: float,
+    hidden: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    padding: torch.Tensor,
+    last_valid: torch.Tensor,
+) -> torch.Tensor:
+    """The fast probe as one pure function of tensors (``torch.func.vjp``, no autograd tape), so that
+    ``torch.compile`` can capture it whole; :func:`fast_saliency` runs it eagerly or compiled."""
+    pos, weights = loss_positions(last_valid, k_positions, include_last)
+
+    def rows_after_norm(h: torch.Tensor) -> torch.Tensor:
+        return adapter.final_norm(adapter.layer_rows(layer_index, h, pos, cos, sin, padding))  # (B, K, D)
+
+    z, pull_back = torch.func.vjp(rows_after_norm, hidden)
+    flat = z.detach().reshape(-1, z.shape[-1])
+    grad_z = head_gradient(head, flat, weights.reshape(-1), _head_chunk(z.device, head.weight.shape[0]))
+    (grad,) = pull_back((grad_z * scale).view_as(z).to(z.dtype))
+    return grad.float().norm(dim=-1) / scale
+
+
+#: Compiled probes by (model, layer, head, loss settings, backend, input shapes/dtypes/device).
+_COMPILED: dict[tuple, Any] = {}
+_FAILED: set[tuple] = set()
+
+
+def compile_backend(mode: str, device: torch.device) -> tuple[str, str | None] | None:
+    """``(backend, torch.compile mode)`` for a probe ``mode``: ``"auto"`` = inductor with CUDA graphs on a GPU,
+    eager elsewhere (compiling for a CPU costs more than it saves in one call); a backend name forces it."""
+    if mode == "off":
+        return None
+    if mode == "auto":
+        return ("inductor", "reduce-overhead") if device.type == "cuda" else None
+    return (mode, "reduce-overhead" if mode == "inductor" and device.type == "cuda" else None)
+
+
+def _compiled_probe(adapter: Any, key: tuple, backend: str, mode: str | None, function: Any) -> Any:
+    if key not in _COMPILED:
+        _COMPILED[key] = torch.compile(function, fullgraph=True, dynamic=False, backend=backend, mode=mode)
+    return _COMPILED[key]
+
+
 def fast_saliency(
     adapter: Any,
     layer_index: int,
@@ -123,25 +182,38 @@ def fast_saliency(
     padding: torch.Tensor,
     k_positions: int = 4,
     include_last: bool = False,
+    head: torch.nn.Module | None = None,
+    compile_mode: str = "off",
 ) -> torch.Tensor:
     """(B, S) saliency equal to :func:`reference_saliency`, computing the layer only at the K loss rows.
 
     Attention is causal and only K positions enter the loss, so a visual token's gradient flows solely through
     its key and value: the probe needs the input norm and key projections for all tokens, the rest of the layer
     for K rows only, and the LM head's gradient for K rows in one pass over its weight (:func:`head_gradient`).
+
+    ``compile_mode`` (TRIO's ``probe_compile``): ``"off"`` runs it eagerly; ``"auto"`` captures it with
+    ``torch.compile`` + CUDA graphs on a GPU (static shapes: one capture per prompt shape) and runs eagerly
+    elsewhere; a backend name (``"inductor"``, ``"aot_eager"``…) forces that backend. A capture that fails falls
+    back to the eager path with one warning. Both give the same saliency (tested).
     """
-    pos, weights = loss_positions(last_valid, k_positions, include_last)
     cos, sin = layer_kwargs["position_embeddings"]
-    head = adapter.lm_head
+    head = adapter.lm_head if head is None else head
     scale = _default_scale(hidden.dtype)
+    args = (adapter, layer_index, head, k_positions, include_last, scale)
     with torch.inference_mode(False), torch.enable_grad():
-        h = _probe_input(hidden)
-        rows = adapter.layer_rows(layer_index, h, pos, cos.clone(), sin.clone(), padding.clone())
-        z = adapter.final_norm(rows)  # (B, K, D)
-        with torch.no_grad():
-            flat = z.detach().reshape(-1, z.shape[-1])
-            grad_z = head_gradient(
-                head, flat, weights.reshape(-1), _head_chunk(z.device, head.weight.shape[0])
-            )
-        (grad,) = torch.autograd.grad(z, h, grad_outputs=(grad_z * scale).view_as(z).to(z.dtype))
-        return grad.float().norm(dim=-1) / scale
+        # tensors made under an outer inference_mode cannot take part in autograd: clone them out of it
+        tensors = tuple(t.clone() for t in (hidden.detach(), cos, sin, padding, last_valid))
+        choice = compile_backend(compile_mode, hidden.device)
+        if choice is not None:
+            shapes = tuple((tuple(t.shape), t.dtype, str(t.device)) for t in tensors)
+            key = (id(adapter.model), layer_index, id(head), k_positions, include_last, *choice, shapes)
+            if key not in _FAILED:
+                function = functools.partial(_fast_probe, *args)
+                try:
+                    return _compiled_probe(adapter, key, *choice, function)(*tensors)
+                except Exception as exc:  # noqa: BLE001 - any capture failure falls back to the eager path
+                    _FAILED.add(key)
+                    logger.warning(
+                        "compiling TRIO's probe with %s failed (%s); running it eagerly", choice[0], exc
+                    )
+        return _fast_probe(*args, *tensors)

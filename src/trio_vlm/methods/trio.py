@@ -10,11 +10,15 @@ import torch
 
 from trio_vlm import presets
 from trio_vlm.contract import Group, Selection, Stage, StageContext
+from trio_vlm.methods import trio_reference
 from trio_vlm.methods.base import TokenMethod, check_choice, check_float, check_int
 from trio_vlm.methods.nms import nms_select_batched, nms_select_loop, topk_select
 from trio_vlm.methods.probe import fast_saliency, reference_saliency
 from trio_vlm.methods.window_global import merge_into_nearest, window_global_select
 from trio_vlm.methods.window_grid import RULES, grid_window_global_select
+
+#: probe_compile values: off, auto, or a torch.compile backend.
+PROBE_COMPILE = ("off", "auto", "inductor", "aot_eager", "eager", "cudagraphs")
 
 # (family, budget, mode) -> schedule fields on the family's reference model (trio_vlm.presets.REFERENCE_SHAPES).
 PUBLISHED: dict[tuple[str, int, str], dict[str, Any]] = {
@@ -110,6 +114,8 @@ class TRIO(TokenMethod):
         use_nms: ``False`` for plain top-k by saliency (ablation).
         probe: ``"fast"`` (K/V for all tokens, layer + LM head for K rows) or ``"reference"`` (full layer and
             full-vocabulary logits for every position); both give the same saliency.
+        probe_compile: ``"off"`` (eager), ``"auto"`` (the fast probe captured by ``torch.compile`` with CUDA graphs
+            on a GPU, eager elsewhere) or a ``torch.compile`` backend name; the same saliency either way.
         nms: ``"device"`` (vectorised, no per-token host sync) or ``"loop"`` (the reference host loop).
         shallow_layer, deep_layer: vision layers whose [CLS] attention drives the encoder stage (5, -2); on
             Qwen2.5-VL, the attention tokens receive in those blocks (reference: 7 and -1).
@@ -119,6 +125,11 @@ class TRIO(TokenMethod):
             reference: descending visit with a per-window cap); see :mod:`trio_vlm.methods.window_grid`.
         merge: merge dropped encoder-stage tokens into their nearest kept token (reference True).
         position_mode: ``None`` (family reference), ``"compact"`` or ``"original"``.
+        reference_quirks: ``True`` reproduces what the authors' published code selects where it departs from
+            the paper (Qwen2.5-VL: probe layer L-1, ``embed_tokens`` as output head, non-causal prefill
+            layers after an LLM drop; LLaVA-NeXT: encoder budget per tile on the grid before unpadding, LLM
+            stages prune the base tile only); see :mod:`trio_vlm.methods.trio_reference`. LLaVA-1.5's code
+            follows the paper, so nothing changes there. Default ``False``: the paper's algorithm.
     """
 
     layer_list: tuple[int, ...] = (1, 10, 15)
@@ -131,6 +142,7 @@ class TRIO(TokenMethod):
     tau: float = 0.8
     use_nms: bool = True
     probe: str = "fast"
+    probe_compile: str = "off"
     nms: str = "device"
     shallow_layer: int = 5
     deep_layer: int = -2
@@ -139,6 +151,7 @@ class TRIO(TokenMethod):
     window_rule: str = "quota"
     merge: bool = True
     position_mode: str | None = None
+    reference_quirks: bool = False
 
     name: ClassVar[str] = "trio"
     display_name: ClassVar[str] = "TRIO"
@@ -150,10 +163,12 @@ class TRIO(TokenMethod):
         super().__post_init__()
         check_choice("window_rule", self.window_rule, RULES)
         check_choice("probe", self.probe, ("fast", "reference"))
+        check_choice("probe_compile", self.probe_compile, PROBE_COMPILE)
         check_choice("nms", self.nms, ("device", "loop"))
         check_choice("include_last", self.include_last, (True, False))
         check_choice("use_nms", self.use_nms, (True, False))
         check_choice("merge", self.merge, (True, False))
+        check_choice("reference_quirks", self.reference_quirks, (True, False))
         check_int("k_positions", self.k_positions, low=1)
         check_int("window", self.window, low=1)
         check_int("shallow_layer", self.shallow_layer)
@@ -185,6 +200,13 @@ class TRIO(TokenMethod):
     def cls_attention_layers(self) -> tuple[int, ...]:
         return (self.shallow_layer, self.deep_layer) if self.schedule().has_encoder_stage else ()
 
+    def causal_after_drop(self, family: str) -> bool:
+        # The Qwen2.5-VL reference rebuilds cache_position from the cache length after a drop (non-causal).
+        return not self._quirks(family, trio_reference.QWEN)
+
+    def _quirks(self, family: str, quirk_family: str) -> bool:
+        return self.reference_quirks and family == quirk_family
+
     def select(self, ctx: StageContext) -> Selection:
         if ctx.stage.is_encoder:
             return self._select_encoder(ctx)
@@ -192,40 +214,57 @@ class TRIO(TokenMethod):
 
     def saliency(self, ctx: StageContext) -> torch.Tensor:
         """(B, S) probe saliency at an LLM stage."""
+        layer, head = ctx.layer_index, None
+        if self._quirks(ctx.adapter.family, trio_reference.QWEN):
+            layer, head = trio_reference.probe_setup(ctx.adapter, layer)
         if self.probe == "reference":
             return reference_saliency(
                 ctx.adapter,
-                ctx.stage.layer_index,
+                layer,
                 ctx.hidden,
                 ctx.layer_kwargs,
                 ctx.last_valid,
                 self.k_positions,
                 self.include_last,
+                head,
             )
         return fast_saliency(
             ctx.adapter,
-            ctx.layer_index,
+            layer,
             ctx.hidden,
             ctx.layer_kwargs,
             ctx.last_valid,
             ctx.padding,
             self.k_positions,
             self.include_last,
+            head,
+            self.probe_compile,
         )
 
     def _select_llm(self, ctx: StageContext) -> Selection:
         saliency = self.saliency(ctx)
         scores = [saliency[g.sample, g.seq_index] for g in ctx.groups]
+        # Candidates: the whole image (paper), or the first tokens of its span (LLaVA-NeXT reference code).
+        spans, keeps = [g.size for g in ctx.groups], [g.keep for g in ctx.groups]
+        if self._quirks(ctx.adapter.family, trio_reference.NEXT):
+            schedule, stage = self.schedule(), ctx.stage.llm_index
+            spans = [trio_reference.base_span(g, schedule, stage) for g in ctx.groups]
+            keeps = [schedule.llm_keep(stage, span) for span in spans]
+        candidates = [s[:span] for s, span in zip(scores, spans)]
         if not self.use_nms:
-            return Selection(kept=[topk_select(s, g.keep) for s, g in zip(scores, ctx.groups)], scores=scores)
-        feats = [ctx.hidden[g.sample, g.seq_index] for g in ctx.groups]
-        if self.nms == "device":  # every image of the batch in one batched NMS
-            kept = nms_select_batched(scores, feats, [g.keep for g in ctx.groups], self.tau)
+            kept = [topk_select(s, k) for s, k in zip(candidates, keeps)]
         else:
-            kept = [nms_select_loop(s, f, g.keep, self.tau) for s, f, g in zip(scores, feats, ctx.groups)]
-        return Selection(kept=kept, scores=scores)
+            feats = [ctx.hidden[g.sample, g.seq_index[:span]] for g, span in zip(ctx.groups, spans)]
+            if self.nms == "device":  # every image of the batch in one batched NMS
+                kept = nms_select_batched(candidates, feats, keeps, self.tau)
+            else:
+                kept = [nms_select_loop(s, f, k, self.tau) for s, f, k in zip(candidates, feats, keeps)]
+        rest = [torch.arange(span, g.size, device=k.device) for g, span, k in zip(ctx.groups, spans, kept)]
+        return Selection(kept=[torch.cat([k, r]) for k, r in zip(kept, rest)], scores=scores)
 
     def _select_encoder(self, ctx: StageContext) -> Selection:
+        if self._quirks(ctx.adapter.family, trio_reference.NEXT):
+            return self._select_tiles_before_unpadding(ctx)
         shallow = ctx.cls_attention[self.shallow_layer]
         deep = ctx.cls_attention[self.deep_layer]
         kept, scores, replacement = [], [], []
@@ -250,4 +289,26 @@ class TRIO(TokenMethod):
             scores.append(deep[g.image_row].float())
             feats = ctx.hidden[g.sample, g.seq_index]
             replacement.append(merge_into_nearest(feats, idx) if self.merge else None)
+        return Selection(kept=kept, scores=scores, replacement=replacement)
+
+    def _select_tiles_before_unpadding(self, ctx: StageContext) -> Selection:
+        """LLaVA-NeXT reference code: every tile keeps the encoder budget of a whole tile on its whole grid."""
+        shallow = ctx.cls_attention_rows[self.shallow_layer]
+        deep = ctx.cls_attention_rows[self.deep_layer]
+        kept, scores, replacement = [], [], []
+        for g in ctx.groups:
+            projected = ctx.projected_rows[g.image_row] if ctx.projected_rows is not None else None
+            idx, merged = trio_reference.tile_selection(
+                g,
+                shallow[g.image_row],
+                deep[g.image_row],
+                projected,
+                self.schedule(),
+                self.window,
+                self.local_ratio,
+                self.merge,
+            )
+            kept.append(idx)
+            scores.append(deep[g.image_row][g.patch].float())
+            replacement.append(merged)
         return Selection(kept=kept, scores=scores, replacement=replacement)

@@ -89,14 +89,3 @@ def probe_flops(n: int, s: LMShape, k_positions: int = 4, kind: str = "fast") ->
     else:
         raise ValueError(f"unknown probe kind {kind!r}")
     return 3.0 * 2.0 * fwd
-
-
-def tokens_per_layer(prompt_len: int, visual: int, stages: dict[int, int], layers: int) -> list[int]:
-    """Tokens entering each decoder layer for one sample: ``prompt_len`` (with ``visual`` image tokens) minus
-    what the drops removed; ``stages`` maps the first layer index after a drop to the visual tokens kept."""
-    out, current = [], visual
-    for layer in range(layers):
-        if layer in stages:
-            current = stages[layer]
-        out.append(prompt_len - visual + current)
-    return out

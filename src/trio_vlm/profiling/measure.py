@@ -13,7 +13,7 @@ from trio_vlm.adapters import adapter_for
 from trio_vlm.api import apply
 from trio_vlm.methods.base import TokenMethod
 from trio_vlm.methods.fixed import Vanilla
-from trio_vlm.profiling.flops import LMShape, prefill_flops, probe_flops, tokens_per_layer
+from trio_vlm.profiling.flops import LMShape, prefill_flops, probe_flops
 
 
 @dataclass
@@ -85,25 +85,22 @@ def profile_generate(
     shape = LMShape.from_config(model.config.text_config)
     mask = inputs.get("attention_mask")
     prompt_len = int(mask[0].sum()) if mask is not None else prompt
-    # the engine's count: LLaVA-NeXT's row-newline placeholders are never pruned, so they count as text here
-    visual = run.calls[0].visual_tokens[0] if run.calls else 0
-    stages = {e.layer_index: e.tokens_after[0] for e in run.events}
-    per_layer = tokens_per_layer(prompt_len, visual, stages, shape.layers)
+    visual_per_layer = run.tokens_per_layer(0, 0)  # measured; structural tokens (NeXT row newlines) excluded
+    other = prompt_len - run.calls[0].visual_tokens[0]  # text and structural tokens, never pruned
+    per_layer = [other + v for v in visual_per_layer]
     probe = 0.0
     probe_kind = getattr(method, "probe", None)
     if probe_kind in ("fast", "reference"):
         for e in run.events:
             if not e.stage.is_encoder and e.scores[0] is not None:
-                probe += probe_flops(
-                    prompt_len - visual + e.tokens_before[0], shape, method.k_positions, probe_kind
-                )
+                probe += probe_flops(other + e.tokens_before[0], shape, method.k_positions, probe_kind)
     return RunProfile(
         method=method.name,
         prefill_s=run.prefill_seconds[0],
         total_s=total,
         new_tokens=new_tokens,
         tokens_per_layer=per_layer,
-        visual_per_layer=[n - (prompt_len - visual) for n in per_layer],
+        visual_per_layer=visual_per_layer,
         flops_fastv=prefill_flops(per_layer, shape, "fastv"),
         flops_exact=prefill_flops(per_layer, shape, "exact"),
         probe_flops=probe,

@@ -11,6 +11,8 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from trio_vlm.loading import image_problem
+
 
 @dataclass(frozen=True)
 class EvalItem:
@@ -41,11 +43,18 @@ class EvalItem:
         return self.image is not None or self.image_b64 is not None
 
     def image_problem(self) -> str | None:
-        """Why the image cannot be read (``None`` if it can, or if the question has none)."""
-        if self.image is not None and not self.image.is_file():
-            return f"image file not found: {self.image}"
-        if self.image_b64 is not None and not self.image_b64.strip():
-            return "empty base64 image field"
+        """Why the image cannot be read — missing, not an image, corrupt (``None`` if it can, or if the question
+        has none); checked before any answer is generated."""
+        if self.image is not None:
+            return image_problem(self.image)
+        if self.image_b64 is not None:
+            if not self.image_b64.strip():
+                return "empty base64 image field"
+            try:
+                with Image.open(io.BytesIO(base64.b64decode(self.image_b64, validate=False))) as img:
+                    img.verify()
+            except (binascii.Error, UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+                return f"cannot decode the base64 image: {exc}"
         return None
 
     def load_image(self) -> Image.Image | None:

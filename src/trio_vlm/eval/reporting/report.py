@@ -58,12 +58,14 @@ def build_report(
     answers: dict[tuple[str, str], dict[str, Any]],
     score: BenchScore,
     answers_path: str | os.PathLike[str],
+    problems: dict[tuple[str, str], str] | None = None,
 ) -> dict[str, Any]:
     """Assemble ``scores.json``. Unanswered questions are never scored as anything: they are counted as
-    ``skipped`` (unreadable image, with the reason) or ``missing`` (not answered yet), and ``complete``
+    ``skipped`` (unreadable image, with the reason from ``problems``) or ``missing`` (not answered yet), and ``complete``
     says whether the score covers the whole question file."""
     unanswered = [item for item in selected if item.key not in answers]
-    skipped = [(item, why) for item in unanswered if (why := item.image_problem()) is not None]
+    problems = problems or {}
+    skipped = [(item, problems[item.key]) for item in unanswered if item.key in problems]
     counts = {
         "questions": len(items),
         "selected": len(selected),
