@@ -14,9 +14,10 @@ from transformers import LlamaConfig, LlamaForCausalLM, LlavaForConditionalGener
 from trio_vlm.bundled import bundled_image_path, default_model_dir, save_tiny_checkpoint
 from trio_vlm.cli import answer_file
 from trio_vlm.cli.main import build_parser, main
-from trio_vlm.cli.options import method_request, parse_int_list
+from trio_vlm.cli.options import method_request
 from trio_vlm.llava_format import finished_keys, read_questions
 from trio_vlm.loading import load_image, load_model_and_processor
+from trio_vlm.method_options import parse_int_list
 from trio_vlm.presets import ModelShape
 from trio_vlm.prompts import prompt_for
 

@@ -63,7 +63,10 @@ def test_bench_end_to_end_with_trio(bench: str, checkpoint: Path, data: Path, tm
             assert bench == "sqa" and drops == []
             continue
         assert [(d["stage"], d["before"], d["after"]) for d in drops] == [("encoder", 144, 24), (3, 24, 8)]
+        assert record["metadata"]["tokens_per_layer"] == [24, 24, 24, 8, 8, 8]
         assert record["metadata"]["avg_visual_tokens"] == report["run"]["avg_visual_tokens"] == 16.0
+    run = report["run"]
+    assert (run["family"], run["conv_mode"], run["pad_square"]) == ("llava-1.5", "vicuna_v1", True)
     if bench.startswith("mmbench"):
         assert all({"round_id", "options", "option_char"} <= set(r) for r in records)
     value = report["headline"]["value"]

@@ -9,43 +9,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from device_split import DEVICES, load_split
 
 import trio_vlm
 from trio_vlm.methods.fastv import FastV
 from trio_vlm.testing.tiny_families import next_inputs, qwen_inputs, tiny_llava_next, tiny_qwen25_vl
 
 accelerate = pytest.importorskip("accelerate")
-
-DEVICES = ("cuda:0", "cpu") if torch.cuda.is_available() else ("cpu", "cpu")
-
-
-def _device_map(family: str) -> dict[str, str]:
-    first, second = DEVICES
-    vision = (
-        {"model.visual": first}
-        if family == "qwen2.5-vl"
-        else {
-            "model.vision_tower": first,
-            "model.multi_modal_projector": first,
-            "model.image_newline": first,
-        }
-    )
-    layers = {f"model.language_model.layers.{i}": (first if i < 3 else second) for i in range(6)}
-    rest = {
-        "model.language_model.embed_tokens": first,
-        "model.language_model.norm": second,
-        "model.language_model.rotary_emb": second,
-        "lm_head": second,
-    }
-    return {**vision, **layers, **rest}
-
-
-def _split(model_cls, path, family: str):
-    device_map = _device_map(family)
-    if DEVICES[0] != DEVICES[1]:
-        return model_cls.from_pretrained(path, device_map=device_map).eval()
-    model = model_cls.from_pretrained(path).eval()
-    return accelerate.dispatch_model(model, device_map=device_map, main_device="cpu", force_hooks=True)
 
 
 # accelerate warns that the parameter key ``model.image_newline`` names no submodule, yet needs it covered
@@ -54,7 +24,7 @@ def _split(model_cls, path, family: str):
 def test_split_model_prunes_like_the_whole_model(family, tmp_path):
     whole = tiny_llava_next(seed=2) if family == "llava-next" else tiny_qwen25_vl(seed=2)
     whole.save_pretrained(tmp_path)
-    split = _split(type(whole), tmp_path, family)
+    split = load_split(type(whole).from_pretrained, tmp_path, family).eval()
     if family == "llava-next":
         x = next_inputs(whole, image_sizes=[[(20, 40)], [(33, 20)]], seed=5)
     else:

@@ -13,7 +13,7 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import CLIPImageProcessorPil, LlavaProcessor, PreTrainedTokenizerFast
 
 from trio_vlm.testing.tiny import IMAGE_TOKEN_ID, tiny_llava
@@ -45,29 +45,42 @@ def tiny_vocab() -> dict[str, int]:
     return {token: i for i, token in enumerate(tokens)}
 
 
-def word_level_tokenizer(vocab: dict[str, int], padding_side: str = "right") -> PreTrainedTokenizerFast:
-    """A lower-casing word-level tokenizer over ``vocab`` that splits punctuation off and prepends ``<s>``;
-    ``<image>`` must be in ``vocab`` with id :data:`IMAGE_TOKEN_ID`."""
+def word_level_tokenizer(
+    vocab: dict[str, int],
+    padding_side: str = "right",
+    *,
+    named_tokens: dict[str, str] | None = None,
+    control_tokens: tuple[str, ...] = (),
+    add_bos: bool = True,
+) -> PreTrainedTokenizerFast:
+    """A lower-casing word-level tokenizer over ``vocab`` that splits punctuation off and prepends ``<s>``
+    (unless ``add_bos`` is false). ``named_tokens`` (default ``{"image_token": "<image>"}``) are the
+    processor's named special tokens, ``control_tokens`` further special tokens kept whole (chat markers);
+    the image token must have id :data:`IMAGE_TOKEN_ID`."""
+    named = {"image_token": "<image>"} if named_tokens is None else named_tokens
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(behavior="isolated")]
     )
-    backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", vocab["<s>"])]
-    )
+    if add_bos:
+        backend.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", vocab["<s>"])]
+        )
+    if control_tokens:
+        backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in control_tokens])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         pad_token="<pad>",
         bos_token="<s>",
         eos_token="</s>",
         unk_token="<unk>",
-        extra_special_tokens={"image_token": "<image>"},
+        extra_special_tokens=named,
         model_max_length=4096,
         padding_side=padding_side,
     )
-    if tokenizer.convert_tokens_to_ids("<image>") != IMAGE_TOKEN_ID:
-        raise AssertionError(f"the <image> token id must be {IMAGE_TOKEN_ID}")
+    if tokenizer.convert_tokens_to_ids(named["image_token"]) != IMAGE_TOKEN_ID:
+        raise AssertionError(f"the image token id must be {IMAGE_TOKEN_ID}")
     return tokenizer
 
 
@@ -76,8 +89,11 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
     return word_level_tokenizer(tiny_vocab())
 
 
-def build_tiny_processor(image_size: int = 24, patch_size: int = 2) -> LlavaProcessor:
-    """A stock ``LlavaProcessor`` that expands ``<image>`` to ``(image_size // patch_size) ** 2`` tokens."""
+def build_tiny_processor(
+    image_size: int = 24, patch_size: int = 2, chat_template: str | None = None
+) -> LlavaProcessor:
+    """A stock ``LlavaProcessor`` that expands ``<image>`` to ``(image_size // patch_size) ** 2`` tokens
+    (with ``chat_template`` if given)."""
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
@@ -87,15 +103,19 @@ def build_tiny_processor(image_size: int = 24, patch_size: int = 2) -> LlavaProc
         patch_size=patch_size,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,  # the CLIP [CLS] token, dropped again by the "default" strategy
+        chat_template=chat_template,
     )
 
 
-def save_tiny_checkpoint(path: str | os.PathLike[str], seed: int = 0) -> Path:
-    """Save ``tiny_llava(seed)`` and its processor to ``path`` (safetensors); return the path."""
+def save_tiny_checkpoint(
+    path: str | os.PathLike[str], seed: int = 0, chat_template: str | None = None
+) -> Path:
+    """Save ``tiny_llava(seed)`` and its processor (with ``chat_template`` if given) to ``path``
+    (safetensors); return the path."""
     path = Path(path)
     model = tiny_llava(seed)
     vision = model.config.vision_config
-    processor = build_tiny_processor(image_size=vision.image_size, patch_size=vision.patch_size)
+    processor = build_tiny_processor(vision.image_size, vision.patch_size, chat_template)
     model.save_pretrained(path)
     processor.save_pretrained(path)
     logger.info("saved tiny LLaVA checkpoint (seed %d) to %s", seed, path)

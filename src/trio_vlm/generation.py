@@ -44,9 +44,10 @@ class Answer:
     average_tokens: float | None = None
 
     def record(self) -> dict[str, Any]:
-        """JSON-ready pruning record and timings."""
+        """JSON-ready pruning record (drops, measured tokens per decoder layer and their average) and timings."""
         return {
             "visual_tokens": [s.to_dict() for s in self.stages],
+            "tokens_per_layer": self.tokens_per_layer,
             "avg_visual_tokens": self.average_tokens,
             "prefill_seconds": self.prefill_seconds,
             "total_seconds": self.total_seconds,
@@ -91,13 +92,64 @@ def generate(
     return output, run
 
 
-def prepare_inputs(model: Any, processor: Any, image: Image.Image | None, prompt: str) -> Any:
-    """The processor's tensors for ``prompt`` (and ``image``) on the model's device, pixels in its dtype."""
-    kwargs = {"text": prompt, "return_tensors": "pt"}
+def prepare_inputs(
+    model: Any,
+    processor: Any,
+    image: Image.Image | list[Image.Image] | None,
+    prompt: str | list[str],
+) -> Any:
+    """The processor's tensors for ``prompt`` (and ``image``) on the model's device, pixels in its dtype.
+
+    Lists of prompts (and one image per prompt) make one batch, left-padded for generation."""
+    kwargs: dict[str, Any] = {"text": prompt, "return_tensors": "pt"}
     if image is not None:
         kwargs["images"] = image
+    if isinstance(prompt, list) and len(prompt) > 1:
+        kwargs.update(padding=True, padding_side="left")
     inputs = processor(**kwargs)
     return inputs.to(device=model.device, dtype=model.dtype) if hasattr(inputs, "to") else inputs
+
+
+def generate_answers(
+    model: Any,
+    processor: Any,
+    images: list[Image.Image] | None,
+    prompts: list[str],
+    method: TokenMethod | None,
+    gen_kwargs: dict[str, Any],
+) -> list[Answer]:
+    """Answer a batch: ``prompts[i]`` about ``images[i]`` (``images=None``: text-only prompts) in one
+    ``generate`` call with ``method`` (``None``: vanilla); every answer carries its own sample's drops and
+    measured tokens, and the batch's timings."""
+    if images is not None and len(images) != len(prompts):
+        raise ValueError(f"{len(images)} images for {len(prompts)} prompts")
+    device = model.device
+    inputs = prepare_inputs(model, processor, images, prompts)
+    sync(device)
+    start = time.perf_counter()
+    output, run = generate(model, inputs, gen_kwargs, method)
+    sync(device)
+    total = time.perf_counter() - start
+    texts = processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    counts = run.calls[0].visual_tokens if run.calls else []
+    answers = []
+    for i, text in enumerate(texts):
+        stages = [
+            StageCount(call=e.call, stage=e.stage.key, before=e.tokens_before[i], after=e.tokens_after[i])
+            for e in run.events
+        ]
+        has_visual = i < len(counts) and counts[i] > 0
+        answers.append(
+            Answer(
+                text=text.strip(),
+                total_seconds=total,
+                prefill_seconds=run.prefill_seconds[0] if run.calls else None,
+                stages=stages,
+                tokens_per_layer=run.tokens_per_layer(0, i) if has_visual else [],
+                average_tokens=run.average_tokens(0, i) if has_visual else None,
+            )
+        )
+    return answers
 
 
 def generate_answer(
@@ -109,25 +161,6 @@ def generate_answer(
     gen_kwargs: dict[str, Any],
 ) -> Answer:
     """Answer ``prompt`` about ``image`` with ``method`` (``None``: vanilla); decode the new tokens."""
-    device = model.device
-    inputs = prepare_inputs(model, processor, image, prompt)
-    sync(device)
-    start = time.perf_counter()
-    output, run = generate(model, inputs, gen_kwargs, method)
-    sync(device)
-    total = time.perf_counter() - start
-    new_tokens = output[:, inputs["input_ids"].shape[1] :]
-    text = processor.batch_decode(new_tokens, skip_special_tokens=True)[0].strip()
-    stages = [
-        StageCount(call=e.call, stage=e.stage.key, before=e.tokens_before[0], after=e.tokens_after[0])
-        for e in run.events
-    ]
-    has_visual = bool(run.calls) and bool(run.calls[0].visual_tokens) and run.calls[0].visual_tokens[0] > 0
-    return Answer(
-        text=text,
-        total_seconds=total,
-        prefill_seconds=run.prefill_seconds[0] if run.calls else None,
-        stages=stages,
-        tokens_per_layer=run.tokens_per_layer(0) if has_visual else [],
-        average_tokens=run.average_tokens(0) if has_visual else None,
-    )
+    return generate_answers(
+        model, processor, None if image is None else [image], [prompt], method, gen_kwargs
+    )[0]

@@ -16,9 +16,10 @@ from typing import Any
 import torch
 import transformers
 from PIL import Image, UnidentifiedImageError
-from transformers import AutoConfig, AutoProcessor, PreTrainedModel, ProcessorMixin
+from transformers import AutoConfig, PreTrainedModel, ProcessorMixin
 
 from trio_vlm.presets import ARCHITECTURES, ModelShape, family_of_config, shape_of_config
+from trio_vlm.processors import load_processor
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +84,10 @@ def load_model_and_processor(
     device_map: str | dict[str, str | int] | None = None,
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Load a supported checkpoint in eval mode on ``device`` (or spread by ``device_map``, e.g. ``"auto"``),
-    with its processor; the model class follows the config's architecture."""
+    with its processor (:func:`trio_vlm.processors.load_processor`); the model class follows the config's
+    architecture."""
     architecture = check_architecture(model_id_or_path, trust_remote_code=trust_remote_code)
+    family = ARCHITECTURES[architecture]
     source = checkpoint_source(model_id_or_path)
     kwargs: dict[str, object] = {"dtype": resolve_dtype(dtype), "trust_remote_code": trust_remote_code}
     if attn_implementation is not None:
@@ -101,7 +104,7 @@ def load_model_and_processor(
             ) from exc
         raise
     model = (model if device_map is not None else model.to(device)).eval()
-    processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+    processor = load_processor(source, family, trust_remote_code=trust_remote_code)
     logger.info("loaded %s (%s) on %s", model_id_or_path, model.dtype, model.device)
     return model, processor
 

@@ -6,6 +6,7 @@ from typing import Any
 
 #: conv mode that formats the prompt with the processor's own chat template (Qwen2.5-VL's reference format).
 CHAT_TEMPLATE = "chat_template"
+QWEN_IMAGE_PAD = "<|image_pad|>"
 _VICUNA_SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
@@ -42,8 +43,8 @@ def prompt_for(question: str, conv_mode: str = "vicuna_v1", processor: Any = Non
     """The single-turn prompt for ``question`` about one image (``image=False``: a text-only question).
 
     ``vicuna_v1``: LLaVA-1.5's system sentence + ``"USER: <image>\\n{question} ASSISTANT:"``; ``llava_hf``:
-    without the system sentence; ``chat_template``: the ``processor``'s own chat template with one image and
-    the generation prompt.
+    without the system sentence (``<image>`` stands for the processor's :func:`image_placeholder`);
+    ``chat_template``: the ``processor``'s own chat template with one image and the generation prompt.
     """
     if conv_mode == CHAT_TEMPLATE:
         return chat_prompt(processor, question, image)
@@ -52,7 +53,17 @@ def prompt_for(question: str, conv_mode: str = "vicuna_v1", processor: Any = Non
     except KeyError:
         raise ValueError(f"unknown conv mode {conv_mode!r}; supported: {', '.join(CONV_MODES)}") from None
     prompt = template.format(question=question)
-    return prompt if image else prompt.replace("<image>\n", "", 1)
+    if not image:
+        return prompt.replace("<image>\n", "", 1)
+    return prompt.replace("<image>", image_placeholder(processor), 1)
+
+
+def image_placeholder(processor: Any = None) -> str:
+    """The text that stands for one image in a LLaVA-template prompt: ``<image>`` (LLaVA-1.5, LLaVA-NeXT), or
+    Qwen2.5-VL's ``<|vision_start|><|image_pad|><|vision_end|>`` when ``processor`` expands ``<|image_pad|>``."""
+    if getattr(processor, "image_token", None) == QWEN_IMAGE_PAD:
+        return f"<|vision_start|>{QWEN_IMAGE_PAD}<|vision_end|>"
+    return "<image>"
 
 
 def chat_prompt(processor: Any, question: str, image: bool = True) -> str:

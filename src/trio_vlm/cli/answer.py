@@ -64,7 +64,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(
             json.dumps(
-                {"model": model_dir, "method": method.describe(), "answer": answer.text, **answer.record()}
+                {
+                    "model": model_dir,
+                    "family": shape.family,
+                    "conv_mode": conv_mode,
+                    "method": method.describe(),
+                    "answer": answer.text,
+                    **answer.record(),
+                }
             )
         )
         return 0

@@ -13,10 +13,12 @@ from trio_vlm.cli.options import (
     add_device_arguments,
     add_generation_arguments,
     add_method_arguments,
+    add_pad_arguments,
     check_device,
     generation_options,
     method_request,
 )
+from trio_vlm.eval.reading.images import prepare_image, resolve_pad_square, square_fill
 from trio_vlm.generation import generate_answer
 from trio_vlm.llava_format import (
     Question,
@@ -54,6 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip questions whose image is missing or unreadable (listed in <answers-file>.skipped.json)",
     )
+    add_pad_arguments(parser)
     add_device_arguments(parser)
     add_method_arguments(parser)
     parser.set_defaults(func=run)
@@ -118,10 +121,13 @@ def run(args: argparse.Namespace) -> int:
         shape = shape_of(model)
         method = request.build(shape)
         conv_mode = resolve_conv_mode(args.conv_mode, shape.family)
+        pad_square = resolve_pad_square(args.pad_square, shape.family)
+        fill = square_fill(processor, pad_square)
         schedule = method.describe()
+        run = {"family": shape.family, "schedule": schedule, "conv_mode": conv_mode, "pad_square": pad_square}
         with answers_path.open("a", encoding="utf-8") as fh:
             for question in tqdm(todo, desc="answering", unit="q"):
-                image = load_image(_image_path(args.image_folder, question))
+                image = prepare_image(load_image(_image_path(args.image_folder, question)), fill)
                 prompt = prompt_for(question.text, conv_mode, processor)
                 answer = generate_answer(model, processor, image, prompt, method, gen_kwargs)
                 record = {
@@ -132,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
                         model_id(args.model), schedule, question.question_id, question.text
                     ),
                     "model_id": model_id(args.model),
-                    "metadata": {"family": shape.family, "schedule": schedule, **answer.record()},
+                    "metadata": {**run, **answer.record()},
                 }
                 append_line(fh, record)
     return 0

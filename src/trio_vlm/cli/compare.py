@@ -84,9 +84,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {model_dir}{note}")
     print(f"image: {image_path}")
     print(f"question: {args.question}")
-    print(
-        f"budget: {args.budget} visual tokens per layer (presets fitted to {shape.num_layers} layers, {shape.visual} tokens)"
+    fitted = (
+        f"{shape.num_layers} layers, the same share of each image's tokens as {args.budget} of 576"
+        if shape.variable
+        else f"{shape.num_layers} layers, {shape.visual} tokens"
     )
+    print(f"budget: {args.budget} visual tokens per layer (presets fitted to {fitted})")
     print(compare.table(results))
     if args.json:
         Path(args.json).write_text(

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from trio_vlm.cli.options import add_device_arguments, add_method_arguments, check_device, method_request
+from trio_vlm.cli.options import (
+    add_device_arguments,
+    add_method_arguments,
+    add_pad_arguments,
+    check_device,
+    method_request,
+)
 from trio_vlm.eval.benches import BENCHMARKS, LoadOptions
 from trio_vlm.eval.runner import EvalConfig, run_eval
 
@@ -25,9 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     gen.add_argument("--max-new-tokens", type=int, default=128)
     gen.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
-    gen.add_argument(
-        "--no-pad-square", dest="pad_square", action="store_false", help="do not pad to a square"
-    )
+    add_pad_arguments(gen)
     add_device_arguments(parser.add_argument_group("devices (one GPU per rank under torchrun)"))
     files = parser.add_argument_group("files (override LLaVA's layout)")
     files.add_argument("--question-file")

@@ -3,50 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
-from itertools import pairwise
 from typing import Any
 
 import torch
 
 from trio_vlm.generation import generation_kwargs
+from trio_vlm.method_options import SCHEDULE_OPTIONS, method_request_from
 from trio_vlm.methods.base import MODES
 from trio_vlm.methods.registry import available_methods
 from trio_vlm.methods.request import MethodRequest
 from trio_vlm.presets import DEFAULT_BUDGET
-
-
-def parse_int_list(text: str, option: str, *, increasing: bool = False) -> list[int]:
-    """Parse a JSON list of positive integers such as ``"[16]"``; ``ValueError`` names ``option``."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{option} must be a JSON list of integers such as '[16]', got {text!r}") from exc
-    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise ValueError(f"{option} must be a JSON list of integers such as '[16]', got {text!r}")
-    if any(v < 1 for v in value):
-        raise ValueError(f"{option} entries must be >= 1, got {value}")
-    if increasing and any(b <= a for a, b in pairwise(value)):
-        raise ValueError(f"{option} must be strictly increasing, got {value}")
-    return value
-
-
-def parse_ratio_list(text: str, option: str) -> list[float]:
-    """Parse a JSON list of fractions in (0, 1] such as ``"[0.333]"``; ``ValueError`` names ``option``."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"{option} must be a JSON list of fractions such as '[0.333]', got {text!r}"
-        ) from exc
-    ok = isinstance(value, list) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
-    )
-    if not ok:
-        raise ValueError(f"{option} must be a JSON list of fractions such as '[0.333]', got {text!r}")
-    if any(not 0 < v <= 1 for v in value):
-        raise ValueError(f"{option} entries must lie in (0, 1], got {value}")
-    return [float(v) for v in value]
 
 
 def add_method_arguments(parser: argparse.ArgumentParser, default: str = "trio") -> None:
@@ -83,35 +49,25 @@ def add_method_arguments(parser: argparse.ArgumentParser, default: str = "trio")
 def method_request(args: argparse.Namespace) -> MethodRequest:
     """The :class:`~trio_vlm.methods.request.MethodRequest` the options describe (``ValueError`` naming a bad
     option)."""
-    options: dict[str, Any] = {}
-    if args.layer_list is not None:
-        options["layer_list"] = parse_int_list(args.layer_list, "--layer-list", increasing=True)
-    if args.image_token_list is not None:
-        options["image_token_list"] = parse_int_list(args.image_token_list, "--image-token-list")
-    if args.visual_token_num is not None:
-        if args.visual_token_num < 1:
-            raise ValueError(f"--visual-token-num must be >= 1, got {args.visual_token_num}")
-        if args.mode == "wo_ve":
-            raise ValueError("--visual-token-num sets the encoder stage, which --mode wo_ve turns off")
-        options["visual_token_num"] = args.visual_token_num
-    if args.image_token_ratio is not None:
-        if not 0 < args.image_token_ratio <= 1:
-            raise ValueError(f"--image-token-ratio must lie in (0, 1], got {args.image_token_ratio}")
-        if args.mode == "wo_ve":
-            raise ValueError("--image-token-ratio sets the encoder stage, which --mode wo_ve turns off")
-        options["image_token_ratio"] = args.image_token_ratio
-    if args.image_token_ratio_list is not None:
-        if args.image_token_list is not None:
-            raise ValueError("give --image-token-list or --image-token-ratio-list, not both")
-        options["image_token_ratio_list"] = parse_ratio_list(
-            args.image_token_ratio_list, "--image-token-ratio-list"
-        )
-        options["image_token_list"] = []
-    if args.reference_quirks:
-        options["reference_quirks"] = True
-    if args.budget is not None and args.budget < 1:
-        raise ValueError(f"--budget must be >= 1, got {args.budget}")
-    return MethodRequest(args.method, args.budget, args.mode, tuple(options.items()))
+    schedule = {name: getattr(args, name) for name in SCHEDULE_OPTIONS}
+    return method_request_from(
+        args.method, args.budget, args.mode, reference_quirks=args.reference_quirks, **schedule
+    )
+
+
+def add_pad_arguments(parser: Any) -> None:
+    """``--pad-square`` / ``--no-pad-square`` (default: the family's reference evaluation — LLaVA-1.5 pads)."""
+    pad = parser.add_mutually_exclusive_group()
+    pad.add_argument(
+        "--pad-square", dest="pad_square", action="store_true", default=None, help="pad images to a square"
+    )
+    pad.add_argument(
+        "--no-pad-square",
+        dest="pad_square",
+        action="store_false",
+        default=None,
+        help="do not pad (default: pad for LLaVA-1.5 only, as each family's reference evaluation)",
+    )
 
 
 def add_device_arguments(parser: Any, device_map: bool = True) -> None:
@@ -136,6 +92,11 @@ def describe_method(method: Any, shape: Any) -> str:
     shown = {k: summary.get(k) for k in keys}
     lists = ", ".join(f"{k}={v}" for k, v in shown.items() if v not in (None, [], ()) and v is not False)
     average = method.average_tokens(shape.num_layers, shape.visual)
+    if shape.variable:  # tokens per image vary: the share of an image's tokens, which the schedule fixes
+        share = 100 * average / shape.visual
+        return (
+            f"{summary['method']}({lists}) — {share:.1f}% of each image's visual tokens per layer on average"
+        )
     return f"{summary['method']}({lists}) — {average:.1f} visual tokens per layer on average"
 
 

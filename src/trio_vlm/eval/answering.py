@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from trio_vlm.eval.reading.images import expand_to_square, mean_colour
+from trio_vlm.eval.reading.images import prepare_image, square_fill
 from trio_vlm.eval.reading.items import EvalItem
 from trio_vlm.generation import generate_answer
 from trio_vlm.llava_format import answer_id
@@ -34,12 +34,12 @@ class Answerer:
     planned_average: float | None = None
 
     def __post_init__(self) -> None:
-        self._fill = mean_colour(self.processor) if self.pad_square else None
+        self._fill = square_fill(self.processor, self.pad_square)
 
     def __call__(self, item: EvalItem) -> dict[str, Any]:
         image = item.load_image()
-        if image is not None and self._fill is not None:
-            image = expand_to_square(image, self._fill)
+        if image is not None:
+            image = prepare_image(image, self._fill)
         with_image = image is not None
         prompt = prompt_for(item.text, self.conv_mode, self.processor, image=with_image)
         method = self.method if with_image else Vanilla()

@@ -15,6 +15,7 @@ from trio_vlm import labels
 from trio_vlm.eval.answering import Answerer
 from trio_vlm.eval.benches import LoadOptions, get_benchmark
 from trio_vlm.eval.reading.answers import index_answers, match_answers, read_answers
+from trio_vlm.eval.reading.images import resolve_pad_square
 from trio_vlm.eval.reading.items import EvalItem
 from trio_vlm.eval.reading.paths import resolve_files
 from trio_vlm.eval.reporting.report import build_report, write_report
@@ -51,7 +52,7 @@ class EvalConfig:
     conv_mode: str = "auto"
     max_new_tokens: int = 128
     temperature: float = 0.0
-    pad_square: bool = True
+    pad_square: bool | None = None  # None: the family's reference choice (LLaVA-1.5 pads, the others do not)
     device: str = "cpu"
     dtype: str = "auto"
     device_map: str | None = None
@@ -127,13 +128,13 @@ def run_signature(config: EvalConfig, model_path: str, shape: ModelShape) -> tup
         "method": request.name,
         "budget": budget,
         "mode": request.mode,
-        "setting": labels.setting(method, budget, shape.visual),
+        "setting": labels.setting(method, budget, shape.visual_tokens),
         "schedule": method.describe(),
         "avg_visual_tokens": None if shape.variable else round(average, 4),
         "conv_mode": resolve_conv_mode(config.conv_mode, shape.family),
         "max_new_tokens": config.max_new_tokens,
         "temperature": config.temperature,
-        "pad_square": config.pad_square,
+        "pad_square": resolve_pad_square(config.pad_square, shape.family),
     }
     return run, method
 
@@ -179,7 +180,7 @@ def _answer(
         method,
         gen,
         run["conv_mode"],
-        config.pad_square,
+        run["pad_square"],
         model_id(path),
         run,
         planned_average=run["avg_visual_tokens"],

@@ -62,11 +62,16 @@ def _text_config(**overrides) -> dict:
 
 
 # ---- Qwen2.5-VL ----------------------------------------------------------------------------------------
-def tiny_qwen25_vl(seed: int = 0, attn_implementation: str = "sdpa") -> Qwen2_5_VLForConditionalGeneration:
-    """A tiny Qwen2.5-VL: 4 vision blocks (full attention in blocks 1 and 3, else 2×2-token windows), 2 px
-    patches merged 2×2, and a 6-layer M-RoPE decoder with grouped-query attention."""
+def tiny_qwen25_vl(
+    seed: int = 0, attn_implementation: str = "sdpa", vision_depth: int = 4
+) -> Qwen2_5_VLForConditionalGeneration:
+    """A tiny Qwen2.5-VL: 4 vision blocks (full attention in blocks 1 and 3, else 2×2-token windows; with
+    ``vision_depth`` 8: blocks 3 and 7), 2 px patches merged 2×2, and a 6-layer M-RoPE decoder with
+    grouped-query attention."""
+    if vision_depth not in (4, 8):
+        raise ValueError(f"vision_depth must be 4 or 8, got {vision_depth}")
     vision = {
-        "depth": 4,
+        "depth": vision_depth,
         "hidden_size": 32,
         "intermediate_size": 64,
         "num_heads": 4,
@@ -75,7 +80,7 @@ def tiny_qwen25_vl(seed: int = 0, attn_implementation: str = "sdpa") -> Qwen2_5_
         "temporal_patch_size": 2,
         "window_size": 8,
         "out_hidden_size": 64,
-        "fullatt_block_indexes": [1, 3],
+        "fullatt_block_indexes": [1, 3] if vision_depth == 4 else [3, 7],
         "tokens_per_second": 2,
     }
     rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
@@ -158,15 +163,25 @@ def qwen_inputs(
 
 
 # ---- LLaVA-NeXT ------------------------------------------------------------------------------------------
-def tiny_llava_next(seed: int = 0, attn_implementation: str = "sdpa") -> LlavaNextForConditionalGeneration:
-    """A tiny LLaVA-NeXT: CLIP tower on 16 px tiles (8×8 patches + [CLS], 4 layers), any-resolution grids
-    from :data:`NEXT_PINPOINTS`, row newlines, and a 6-layer Llama decoder."""
+def next_pinpoints(tile_px: int = NEXT_TILE_PX) -> list[list[int]]:
+    """:data:`NEXT_PINPOINTS` for tiles of ``tile_px`` pixels (the same grids of tiles)."""
+    return [[h * tile_px // NEXT_TILE_PX, w * tile_px // NEXT_TILE_PX] for h, w in NEXT_PINPOINTS]
+
+
+def tiny_llava_next(
+    seed: int = 0, attn_implementation: str = "sdpa", vision_layers: int = 4, tile_px: int = NEXT_TILE_PX
+) -> LlavaNextForConditionalGeneration:
+    """A tiny LLaVA-NeXT: CLIP tower on 16 px tiles (8×8 patches + [CLS], ``vision_layers`` layers),
+    any-resolution grids from :data:`NEXT_PINPOINTS`, row newlines, and a 6-layer Llama decoder.
+    ``tile_px`` (a multiple of 16) scales the tiles and the grids alike (24: 12×12 patches per tile)."""
+    if tile_px % 8 or tile_px < 16:
+        raise ValueError(f"tile_px must be a multiple of 8 and at least 16, got {tile_px}")
     vision = CLIPVisionConfig(
         hidden_size=32,
         intermediate_size=64,
-        num_hidden_layers=4,
+        num_hidden_layers=vision_layers,
         num_attention_heads=4,
-        image_size=NEXT_TILE_PX,
+        image_size=tile_px,
         patch_size=2,
         projection_dim=32,
     )
@@ -174,10 +189,10 @@ def tiny_llava_next(seed: int = 0, attn_implementation: str = "sdpa") -> LlavaNe
         vision_config=vision,
         text_config=LlamaConfig(**_text_config()),
         image_token_index=IMAGE_TOKEN_ID,
-        image_grid_pinpoints=NEXT_PINPOINTS,
+        image_grid_pinpoints=next_pinpoints(tile_px),
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
-        image_seq_length=(NEXT_TILE_PX // 2) ** 2,
+        image_seq_length=(tile_px // 2) ** 2,
     )
     _set_attention(config, attn_implementation)
     torch.manual_seed(seed)

@@ -21,6 +21,9 @@ from trio_vlm.methods.registry import available_methods, method_class
 logger = logging.getLogger(__name__)
 
 COLUMNS = list(PAPER_COLUMNS.values())
+#: Families in table order, and the family of the embedded paper table (LLaVA-1.5-7B).
+FAMILY_ORDER = ("llava-1.5", "llava-next", "qwen2.5-vl")
+PAPER_FAMILY = "llava-1.5"
 
 
 def table_name(name: str) -> str:
@@ -43,6 +46,7 @@ class RunResult:
 
     bench: str
     model: str
+    family: str
     method: str
     setting: str
     avg_tokens: float | None
@@ -53,9 +57,10 @@ class RunResult:
 
 @dataclass
 class Row:
-    """One table row: a method in a setting, measured (with its model) or from the paper."""
+    """One table row: a method in a setting, measured (with its model and family) or from the paper."""
 
     model: str
+    family: str
     setting: str
     method: str
     source: str
@@ -93,12 +98,17 @@ def load_result(path: Path) -> RunResult:
         raise ValueError(f"{path}: unknown benchmark {bench!r}")
     run = report.get("run") or {}
     method = table_name(str(run.get("method", "unknown")))
+    tokens = run.get("avg_visual_tokens")
+    if tokens is None:  # variable-token families: the measured average over the answers
+        tokens = (report.get("timing") or {}).get("avg_visual_tokens_measured")
     return RunResult(
         bench=bench,
         model=str(run.get("model", "unknown")),
+        # scores written before runs recorded their family came from LLaVA-1.5 (the only family eval loaded)
+        family=str(run.get("family", PAPER_FAMILY)),
         method=method,
         setting=str(run.get("setting", "unknown")),
-        avg_tokens=run.get("avg_visual_tokens"),
+        avg_tokens=tokens,
         value=headline,
         complete=bool(report.get("complete")),
         path=path,
@@ -106,19 +116,21 @@ def load_result(path: Path) -> RunResult:
 
 
 def measured_rows(results: Sequence[RunResult]) -> list[Row]:
-    """Group results by (model, setting, method); a benchmark measured twice keeps the newer file."""
-    rows: dict[tuple[str, str, str], Row] = {}
-    chosen: dict[tuple[str, str, str, str], RunResult] = {}
+    """Group results by (family, model, setting, method); a benchmark measured twice keeps the newer file."""
+    rows: dict[tuple[str, str, str, str], Row] = {}
+    chosen: dict[tuple[str, str, str, str, str], RunResult] = {}
     for result in results:
-        key = (result.model, result.setting, result.method, result.bench)
+        key = (result.family, result.model, result.setting, result.method, result.bench)
         old = chosen.get(key)
         if old is not None:
             logger.warning("%s measured twice (%s, %s); using the newer", key, old.path, result.path)
             if old.path.stat().st_mtime > result.path.stat().st_mtime:
                 continue
         chosen[key] = result
-    for (model, setting, method, bench), result in chosen.items():
-        row = rows.setdefault((model, setting, method), Row(model, setting, method, "measured"))
+    for (family, model, setting, method, bench), result in chosen.items():
+        row = rows.setdefault(
+            (family, model, setting, method), Row(model, family, setting, method, "measured")
+        )
         row.values[PAPER_COLUMNS[bench]] = result.value
         if not result.complete:
             row.incomplete.add(PAPER_COLUMNS[bench])
@@ -160,6 +172,7 @@ def _paper_row(setting: str, method: str, paper: list[dict[str, str]]) -> Row | 
             average = entry.get("Average", "").rstrip("%")
             return Row(
                 "paper",
+                "",
                 entry["setting"],
                 method,
                 "paper",
@@ -169,24 +182,43 @@ def _paper_row(setting: str, method: str, paper: list[dict[str, str]]) -> Row | 
     return None
 
 
+def _family_order(family: str) -> int:
+    return FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
+
+
 def build_table(
-    results: Sequence[RunResult], with_paper: bool = True, paper_csv: str | None = None
+    results: Sequence[RunResult],
+    with_paper: bool = True,
+    paper_csv: str | None = None,
+    paper_family: str = PAPER_FAMILY,
 ) -> list[Row]:
-    """Measured rows (sorted as the paper: setting, then method) with Average against the same model's
-    vanilla row, each followed by the paper's row for the same method and setting when there is one."""
+    """Measured rows grouped by family and model (families side by side, in :data:`FAMILY_ORDER`), within a
+    model sorted as the paper (setting, then method), with Average against the same model's vanilla row; each
+    row of ``paper_family`` is followed by the paper's row for the same method and setting when there is one
+    (the default paper table is LLaVA-1.5-7B's)."""
     rows = measured_rows(results)
-    vanilla = {row.model: row.values for row in rows if row.method == "Vanilla"}
+    vanilla = {(row.family, row.model): row.values for row in rows if row.method == "Vanilla"}
     for row in rows:
-        base = vanilla.get(row.model)
+        base = vanilla.get((row.family, row.model))
         if base is not None:
             row.average, row.average_over = relative_average(row.values, base)
-    rows.sort(key=lambda r: (r.model, _setting_order(r.setting), _method_order(r.method)))
+    rows.sort(
+        key=lambda r: (
+            _family_order(r.family),
+            r.family,
+            r.model,
+            _setting_order(r.setting),
+            _method_order(r.method),
+        )
+    )
     if not with_paper:
         return rows
     paper = paper_rows(paper_csv) if paper_csv is not None else paper_rows()
     out: list[Row] = []
     for row in rows:
         out.append(row)
+        if row.family != paper_family:
+            continue
         reference = _paper_row(row.setting, row.method, paper)
         if reference is not None:
             out.append(reference)
@@ -208,13 +240,17 @@ def _average_cell(row: Row) -> str:
 
 
 def table_cells(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
-    """Header and cell strings; a ``Model`` column appears only when rows come from several models."""
-    models = {row.model for row in rows if row.source == "measured"}
-    with_model = len(models) > 1
-    header = (["Model"] if with_model else []) + ["Setting", "Method", "Source", *COLUMNS, "Average"]
+    """Header and cell strings; ``Family`` and ``Model`` columns appear only when rows come from several
+    families or models."""
+    measured = [row for row in rows if row.source == "measured"]
+    with_family = len({row.family for row in measured}) > 1
+    with_model = len({(row.family, row.model) for row in measured}) > 1
+    header = (["Family"] if with_family else []) + (["Model"] if with_model else [])
+    header += ["Setting", "Method", "Source", *COLUMNS, "Average"]
     body = []
     for row in rows:
-        cells = [row.model] if with_model else []
+        cells = [row.family or "paper"] if with_family else []
+        cells += [row.model] if with_model else []
         cells += [row.setting, row.method, row.source]
         cells += [_cell(c, row.values.get(c), c in row.incomplete) for c in COLUMNS]
         cells.append(_average_cell(row))
@@ -253,10 +289,12 @@ def collect(dirs: Iterable[str | os.PathLike[str]]) -> list[RunResult]:
 def series(results: Sequence[RunResult]) -> dict[str, dict[str, list[tuple[float, float]]]]:
     """For plotting: ``{column: {method label: [(avg tokens, value), …] sorted by tokens}}``."""
     out: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    several = len({r.family for r in results}) > 1
     for r in results:
         if r.value is None or r.avg_tokens is None:
             continue
         label = r.method if r.method == "Vanilla" else f"{r.method} {r.setting.split(' (')[0]}"
+        label = f"{r.family}: {label}" if several else label
         out.setdefault(PAPER_COLUMNS[r.bench], {}).setdefault(label, []).append((r.avg_tokens, r.value))
     for per_method in out.values():
         for points in per_method.values():
