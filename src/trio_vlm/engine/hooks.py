@@ -192,12 +192,12 @@ class PruneSession:
         _sync(call.kinds.device)
         call.record.prefill_seconds = time.perf_counter() - self._t0
         call.prompt_embeds = None
+        call.prompt_image = None
         if call.invalid and bool(torch.stack(call.invalid).any()):  # the prefill's one read of the checks
             raise RuntimeError(
                 f"{self.method.name} returned kept indices outside their group, not strictly ascending, or an "
                 "order that is not a permutation"
             )
-        call.prompt_image = None
         self.adapter.end_prefill()
 
     def _vision_start(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
