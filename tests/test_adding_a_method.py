@@ -74,11 +74,7 @@ def test_the_method_works_through_every_entry_point(registered, tmp_path, monkey
         KeepFirst.preset(tiny, 128).average_tokens(6, 144)
     )
     # step 3: its cell runs the support-table check on every family
-    models = {
-        "llava-1.5": test_families.tiny_llava(seed=0),
-        "llava-next": test_families.tiny_llava_next(seed=0),
-    }
-    models["qwen2.5-vl"] = test_families.tiny_qwen25_vl(seed=0)
+    models = test_families.tiny_family_models(seed=0)
     for family in FAMILIES:
         test_families.test_method_runs_on_family("keep_first", family, models)
     # the CLI picks it up by name, with a budget fitted to the bundled model, and keeps what it says

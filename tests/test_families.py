@@ -13,13 +13,12 @@ from method_table import FAMILIES, cell
 import trio_vlm
 from trio_vlm.adapters import adapter_for
 from trio_vlm.methods.registry import available_methods
-from trio_vlm.testing.tiny import tiny_inputs, tiny_llava
+from trio_vlm.testing.tiny import tiny_inputs
 from trio_vlm.testing.tiny_families import (
     next_inputs,
     next_token_counts,
     qwen_inputs,
-    tiny_llava_next,
-    tiny_qwen25_vl,
+    tiny_family_models,
 )
 
 # Encoder-stage TRIO settings that fit each tiny tower: vision layers, window on the (tile) grid, rule.
@@ -32,11 +31,7 @@ TRIO_ENCODER = {
 
 @pytest.fixture(scope="module")
 def family_models():
-    return {
-        "llava-1.5": tiny_llava(seed=0),
-        "llava-next": tiny_llava_next(seed=0),
-        "qwen2.5-vl": tiny_qwen25_vl(seed=0),
-    }
+    return tiny_family_models(seed=0)
 
 
 def _inputs(family: str, model) -> dict[str, torch.Tensor]:

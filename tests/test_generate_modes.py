@@ -11,8 +11,8 @@ from test_families import _inputs
 
 import trio_vlm
 from trio_vlm.methods.registry import available_methods
-from trio_vlm.testing.tiny import tiny_inputs, tiny_llava
-from trio_vlm.testing.tiny_families import tiny_llava_next, tiny_qwen25_vl
+from trio_vlm.testing.tiny import tiny_inputs
+from trio_vlm.testing.tiny_families import tiny_family_models
 
 MODES = {
     "greedy": {"do_sample": False},
@@ -26,11 +26,7 @@ NEW_TOKENS = 2
 
 @pytest.fixture(scope="module")
 def models():
-    return {
-        "llava-1.5": tiny_llava(seed=0),
-        "llava-next": tiny_llava_next(seed=0),
-        "qwen2.5-vl": tiny_qwen25_vl(seed=0),
-    }
+    return tiny_family_models(seed=0)
 
 
 def padded_llava_inputs(model) -> dict[str, torch.Tensor]:

@@ -16,8 +16,12 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 import trio_vlm
-from trio_vlm.testing.tiny import tiny_inputs, tiny_llava
-from trio_vlm.testing.tiny_families import next_inputs, qwen_inputs, tiny_llava_next, tiny_qwen25_vl
+from trio_vlm.testing.tiny import tiny_inputs
+from trio_vlm.testing.tiny_families import (
+    next_inputs,
+    qwen_inputs,
+    tiny_family_models,
+)
 
 SYNCS = {
     torch.Tensor.item,
@@ -68,11 +72,7 @@ class SyncCounter(TorchFunctionMode):
 
 @pytest.fixture(scope="module")
 def models():
-    return {
-        "llava-1.5": tiny_llava(seed=0),
-        "llava-next": tiny_llava_next(seed=0),
-        "qwen2.5-vl": tiny_qwen25_vl(seed=0),
-    }
+    return tiny_family_models(seed=0)
 
 
 def inputs(family: str, model, batch: int) -> dict[str, torch.Tensor]:

@@ -257,3 +257,14 @@ def next_inputs(
         "pixel_values": pixel_values,
         "image_sizes": torch.tensor(sizes),
     }
+
+
+def tiny_family_models(seed: int = 0) -> dict[str, nn.Module]:
+    """One tiny random model per family, keyed by family name (LLaVA-1.5, LLaVA-NeXT, Qwen2.5-VL)."""
+    from trio_vlm.testing.tiny import tiny_llava
+
+    return {
+        "llava-1.5": tiny_llava(seed=seed),
+        "llava-next": tiny_llava_next(seed=seed),
+        "qwen2.5-vl": tiny_qwen25_vl(seed=seed),
+    }
