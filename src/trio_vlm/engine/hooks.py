@@ -270,11 +270,12 @@ class PruneSession:
         rows_needed = bool(captured) or (
             self.adapter.split_tiles_at_encoder and self.schedule.has_encoder_stage
         )
-        call.tracks = image_tracks(layout, rows_needed, self._row_length(call))
+        row_length = self._row_length(call)
+        call.tracks = image_tracks(layout, rows_needed, row_length)
         if captured and len({t.vision_row for track in call.tracks for t in track.tiles or ()}) > captured[0]:
             firsts = [track.tiles[0].vision_row for track in call.tracks]
             layout = share_expanded_rows(layout, kinds, captured[0], firsts)
-            call.tracks = image_tracks(layout, rows_needed, self._row_length(call))
+            call.tracks = image_tracks(layout, rows_needed, row_length)
         call.state, call.meta = start_state(layout, padding, position_ids)
         call.prefill_len = seq
         call.prompt_embeds = embeds
