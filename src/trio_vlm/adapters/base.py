@@ -211,10 +211,12 @@ class ModelAdapter:
         cos: torch.Tensor,
         sin: torch.Tensor,
         padding: torch.Tensor,
+        hidden_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Output (B, Q, D) of decoder layer ``index`` at positions ``rows`` only (see
         :func:`trio_vlm.adapters.llama_attention.layer_rows`)."""
-        return llama_attention.layer_rows(self.decoder_layers[index], hidden, rows, cos, sin, padding)
+        layer = self.decoder_layers[index]
+        return llama_attention.layer_rows(layer, hidden, rows, cos, sin, padding, hidden_rows)
 
     def rotary_keys(self, index: int, hidden: torch.Tensor, layer_kwargs: dict[str, Any]) -> torch.Tensor:
         """(B, S, H_kv·d) post-RoPE keys of decoder layer ``index`` from its input ``hidden``."""

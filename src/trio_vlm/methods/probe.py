@@ -142,16 +142,21 @@ def _fast_probe(
     """The fast probe as one pure function of tensors (``torch.func.vjp``, no autograd tape), so that
     ``torch.compile`` can capture it whole; :func:`fast_saliency` runs it eagerly or compiled."""
     pos, weights = loss_positions(last_valid, k_positions, include_last)
+    index = pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
 
-    def rows_after_norm(h: torch.Tensor) -> torch.Tensor:
-        return adapter.final_norm(adapter.layer_rows(layer_index, h, pos, cos, sin, padding))  # (B, K, D)
+    def rows_after_norm(h: torch.Tensor, h_rows: torch.Tensor) -> torch.Tensor:
+        out = adapter.layer_rows(layer_index, h, pos, cos, sin, padding, h_rows)
+        return adapter.final_norm(out)  # (B, K, D)
 
-    z, pull_back = torch.func.vjp(rows_after_norm, hidden)
+    # the loss rows enter twice (keys and values of every token; queries and residual of K rows): two inputs,
+    # so their small gradient is added in place instead of autograd scattering a (B, S, D) one
+    z, pull_back = torch.func.vjp(rows_after_norm, hidden, hidden.gather(1, index))
     flat = z.detach().reshape(-1, z.shape[-1])
     grad_z = head_gradient(
         head, flat, weights.reshape(-1), _head_chunk(z.device, head.weight.shape[0], z.shape[-1])
     )
-    (grad,) = pull_back((grad_z * scale).view_as(z).to(z.dtype))
+    grad, grad_rows = pull_back((grad_z * scale).view_as(z).to(z.dtype))
+    grad = grad.scatter_add(1, index, grad_rows)  # duplicate rows (very short prompts) add up, as autograd's
     return grad.float().norm(dim=-1) / scale
 
 
