@@ -39,17 +39,13 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, transpose: bo
     )
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     with torch.no_grad():  # called inside an autograd.Function: its backward is the transposed rotation
-        _rotate_into(out, x1, x2, c1, c2, s1, s2, half, transpose)
+        if transpose:
+            torch.mul(x1, c1, out=out[..., :half]).add_(x2 * s2)
+            torch.mul(x2, c2, out=out[..., half:]).sub_(x1 * s1)
+        else:
+            torch.mul(x1, c1, out=out[..., :half]).sub_(x2 * s1)
+            torch.mul(x2, c2, out=out[..., half:]).add_(x1 * s2)
     return out
-
-
-def _rotate_into(out, x1, x2, c1, c2, s1, s2, half: int, transpose: bool) -> None:  # noqa: ANN001
-    if transpose:
-        torch.mul(x1, c1, out=out[..., :half]).add_(x2 * s2)
-        torch.mul(x2, c2, out=out[..., half:]).sub_(x1 * s1)
-    else:
-        torch.mul(x1, c1, out=out[..., :half]).sub_(x2 * s1)
-        torch.mul(x2, c2, out=out[..., half:]).add_(x1 * s2)
 
 
 class _TokenMajorRope(torch.autograd.Function):
@@ -161,6 +157,5 @@ def rotary_keys(layer: nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: 
     """
     attn = layer.self_attn
     bsz, seq, _ = hidden.shape
-    k = attn.k_proj(layer.input_layernorm(hidden)).view(bsz, seq, -1, attn.head_dim).transpose(1, 2)
-    k = apply_rope(k, cos.expand(bsz, -1, -1), sin.expand(bsz, -1, -1))
-    return k.transpose(1, 2).reshape(bsz, seq, -1)
+    k = attn.k_proj(layer.input_layernorm(hidden)).view(bsz, seq, -1, attn.head_dim)
+    return rope_token_major(k, cos.expand(bsz, -1, -1), sin.expand(bsz, -1, -1)).reshape(bsz, seq, -1)
