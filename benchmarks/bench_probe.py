@@ -30,9 +30,10 @@ from trio_vlm.methods.probe import fast_saliency  # noqa: E402
 TEXT_BEFORE = 35  # bench_inputs' prompt: text, then the image's tokens, then text
 
 
-def stage_sequences(model, inputs, method) -> list[tuple[int, torch.Tensor, int]]:
-    """(layer, hidden entering it, visual tokens kept there) per stage: the vanilla hidden states at that layer,
-    cut to the number of visual tokens the previous stage kept (the probe's cost depends on shapes only)."""
+def stage_sequences(model, inputs, method) -> list[tuple[int, torch.Tensor, int, int]]:
+    """(layer, hidden entering it, visual tokens entering, visual tokens kept) per stage: the vanilla hidden
+    states at that layer, cut to the number of visual tokens the previous stage kept (the probe's cost depends
+    on shapes only)."""
     schedule = method.schedule()
     with torch.no_grad():
         hidden_states = model(
